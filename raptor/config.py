@@ -1,0 +1,189 @@
+"""Listener configuration, read once from the environment.
+
+Every problem is reported as a :class:`ConfigError` naming the variable, so that
+``proc_publisher`` can print one clear line and exit instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+from urllib.parse import SplitResult, parse_qs, quote, urlsplit, urlunsplit
+
+from redis import ConnectionPool
+from redis.exceptions import RedisError
+
+DEFAULT_CHANNEL = "proc_events"
+DEFAULT_SNAPSHOT_TTL = 600
+# A snapshot is refreshed on every TICK_60; a shorter TTL would let it expire
+# between two refreshes.
+MIN_SNAPSHOT_TTL = 120
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def redact_url(url: str) -> str:
+    """Return *url* with any password replaced by ``***`` (safe to log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        netloc = parts.netloc
+    else:
+        user = quote(parts.username or "", safe="")
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{user}:***@{host}"
+    query = parts.query
+    if "password=" in query:
+        query = "&".join("password=***" if item.startswith("password=") else item for item in query.split("&"))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _check_location(url: str, variable: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(variable, f"is malformed ({exc}): {redact_url(url)}") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            variable,
+            f"has scheme {parts.scheme or '(none)'!r}: expected redis://, rediss:// or unix:// ({redact_url(url)})",
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(variable, f"has no socket path: expected unix:///path/to/redis.sock ({redact_url(url)})")
+        return parts
+    if not parts.hostname:
+        raise ConfigError(variable, f"has no host: expected {parts.scheme}://host:6379/0 ({redact_url(url)})")
+    if port == 0:
+        raise ConfigError(variable, f"has port 0 ({redact_url(url)})")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ConfigError(variable, f"has database {db!r}: the path must be a number such as /0 ({redact_url(url)})")
+    return parts
+
+
+def _check_options(url: str, parts: SplitResult, variable: str) -> None:
+    query = parse_qs(parts.query)
+    for option in TLS_FILE_OPTIONS:
+        for path in query.get(option, []):
+            if not os.path.isfile(path):
+                raise ConfigError(variable, f"names {option}={path}, which is not a readable file ({redact_url(url)})")
+    # Let redis-py parse the rest (db, timeouts, ssl_cert_reqs, ...): it knows its
+    # own options best. make_connection() builds the connection without connecting.
+    try:
+        ConnectionPool.from_url(url).make_connection()
+    except (ValueError, TypeError, RedisError) as exc:
+        message = str(exc)
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", message)
+        if unknown:
+            message = f"unknown option {unknown.group(1)!r}"
+        if parts.password:
+            message = message.replace(parts.password, "***")
+        raise ConfigError(variable, f"is not accepted by redis-py ({message}): {redact_url(url)}") from None
+
+
+def validate_redis_url(url: str, variable: str = "REDIS_URL") -> str:
+    """Check *url* the way redis-py will use it; raise :class:`ConfigError` if not."""
+    url = url.strip()
+    if not url:
+        raise ConfigError(variable, "is not set: give the Redis to publish to, e.g. redis://redis.example:6379/0")
+    _check_options(url, _check_location(url, variable), variable)
+    return url
+
+
+def _positive_int(env: Mapping[str, str], variable: str, default: int, minimum: int) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(variable, f"must be a whole number of seconds, got {raw!r}")
+    value = int(raw)
+    if value < minimum:
+        raise ConfigError(variable, f"must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """Everything ``proc_publisher`` needs, validated."""
+
+    redis_url: str = field(repr=False)
+    hostname: str
+    channel: str = DEFAULT_CHANNEL
+    snapshot_ttl: int = DEFAULT_SNAPSHOT_TTL
+    supervisor_url: Optional[str] = None
+    supervisor_username: str = ""
+    supervisor_password: str = field(default="", repr=False)
+    log_level: str = "INFO"
+
+    @property
+    def redacted_redis_url(self) -> str:
+        return redact_url(self.redis_url)
+
+    @property
+    def snapshot_key(self) -> str:
+        return f"host_procs:{self.hostname}"
+
+    @property
+    def meta_key(self) -> str:
+        return f"host_meta:{self.hostname}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, getfqdn: Callable[[], str] = socket.getfqdn) -> ListenerConfig:
+        redis_url = validate_redis_url(env.get("REDIS_URL", ""))
+
+        hostname = env.get("HOSTNAME", "").strip() or getfqdn().strip()
+        if not hostname:
+            raise ConfigError("HOSTNAME", "is not set and socket.getfqdn() returned nothing: set HOSTNAME")
+        if any(ch.isspace() for ch in hostname):
+            raise ConfigError("HOSTNAME", f"must not contain white space, got {hostname!r}")
+
+        channel = env.get("RAPTOR_CHANNEL", "").strip() or DEFAULT_CHANNEL
+        if any(ch.isspace() for ch in channel):
+            raise ConfigError("RAPTOR_CHANNEL", f"must not contain white space, got {channel!r}")
+        ttl = _positive_int(env, "RAPTOR_SNAPSHOT_TTL", DEFAULT_SNAPSHOT_TTL, MIN_SNAPSHOT_TTL)
+
+        log_level = env.get("RAPTOR_LOG_LEVEL", "").strip().upper() or "INFO"
+        if log_level not in LOG_LEVELS:
+            raise ConfigError("RAPTOR_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+
+        if env.get("SUPERVISOR_ENABLED") != "1":
+            raise ConfigError(
+                "SUPERVISOR_ENABLED",
+                "is not set: proc_publisher speaks the eventlistener protocol on stdin/stdout "
+                "and must be started by supervisord as an [eventlistener:proc_publisher] section",
+            )
+        supervisor_url = env.get("SUPERVISOR_SERVER_URL", "").strip() or None
+        if supervisor_url is not None:
+            scheme = urlsplit(supervisor_url).scheme
+            if scheme not in ("unix", "http"):
+                raise ConfigError(
+                    "SUPERVISOR_SERVER_URL",
+                    f"has scheme {scheme!r}: expected unix:// or http:// ({redact_url(supervisor_url)})",
+                )
+        return cls(
+            redis_url=redis_url,
+            hostname=hostname,
+            channel=channel,
+            snapshot_ttl=ttl,
+            supervisor_url=supervisor_url,
+            supervisor_username=env.get("SUPERVISOR_USERNAME", ""),
+            supervisor_password=env.get("SUPERVISOR_PASSWORD", ""),
+            log_level=log_level,
+        )

@@ -1,0 +1,376 @@
+"""The Redis sink: the one thread that talks to Redis and to supervisord.
+
+It takes what the event path queued, publishes it in order in MULTI/EXEC batches
+(messages, snapshot fields and the host's meta record together, so a consumer
+never sees one without the others), and *resyncs*: one ``getAllProcessInfo()``
+diffed against the snapshot stored in Redis, publishing a message for every
+process whose state differs and replacing the snapshot atomically. A resync runs
+at start, after Redis comes back, on every TICK, when supervisord discarded events,
+when the outbox had to coalesce, and once after each burst has settled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from . import __version__
+from .config import ListenerConfig
+from .events import GroupChange, ProcessStateChange
+from .logs import Throttle
+from .messages import Message, encode, removal_message, state_message
+from .outbox import Item, Outbox
+from .process_table import ProcessInfo, ProcessTable, apply_change, normalize_info, same_state
+from .supervisor_rpc import SupervisorRPC
+
+log = logging.getLogger("raptor.sink")
+
+BATCH_SIZE = 512
+# Quiet time after a burst before one getAllProcessInfo() refreshes the details
+# events do not carry (exit status, pids of STARTING processes, log paths).
+SETTLE_DELAY = 0.5
+# Longest wait between two attempts while Redis is away: bounds the time from
+# Redis' return to a converged snapshot.
+RECONNECT_CAP = 1.0
+RPC_RETRY_DELAY = 2.0
+
+
+def make_redis_client(config: ListenerConfig) -> redis.Redis:
+    """A client whose own Retry absorbs blips; longer outages are the sink's business."""
+    return redis.Redis.from_url(
+        config.redis_url,
+        socket_timeout=5.0,
+        socket_connect_timeout=3.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        client_name=f"proc_publisher-{os.getpid()}",
+    )
+
+
+class RedisSink:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        outbox: Outbox,
+        client: redis.Redis,
+        rpc: Optional[SupervisorRPC],
+        *,
+        run_id: Optional[str] = None,
+        clock: Callable[[], float] = time.time,
+        batch_size: int = BATCH_SIZE,
+        settle_delay: float = SETTLE_DELAY,
+        meta: Optional[Callable[[], Dict[str, Any]]] = None,
+    ) -> None:
+        self._config = config
+        self._outbox = outbox
+        self._client = client
+        self._rpc = rpc
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self._clock = clock
+        self._batch_size = batch_size
+        self._settle_delay = settle_delay
+        self._extra_meta = meta
+        self._table = ProcessTable()
+        self._seq = 0
+        self._resync_reason: Optional[str] = "listener start"
+        self._next_resync_at = 0.0
+        self._settle_at: Optional[float] = None
+        self._outage_since: Optional[float] = None
+        self._started_at = clock()
+        self._throttle = Throttle(log)
+        self._backoff = ExponentialWithJitterBackoff(base=0.05, cap=RECONNECT_CAP)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raptor-redis-sink", daemon=True)
+        self.published = 0
+        self.resyncs = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Publish what is queued (while Redis answers), then end the thread."""
+        self._stopping.set()
+        self._outbox.close()
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    # -- main loop -------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            items = self._outbox.take(self._batch_size, timeout=self._idle_timeout())
+            reason = self._outbox.take_resync_request()
+            if reason and self._resync_reason is None:
+                self._resync_reason = reason
+            try:
+                if items:
+                    self._publish(items)
+                self._resync_if_due()
+            except Exception as exc:  # never die of the outside world
+                self._outbox.requeue(items)
+                failures += 1
+                self._on_failure(exc)
+                if self._stopping.is_set():
+                    return
+                self._stopping.wait(self._backoff.compute(failures))
+                continue
+            if failures:
+                failures = 0
+                self._on_recovery()
+            if self._stopping.is_set() and self._outbox.pending() == 0:
+                return
+
+    def _idle_timeout(self) -> float:
+        now = self._clock()
+        deadlines = [now + 1.0]
+        if self._settle_at is not None:
+            deadlines.append(self._settle_at)
+        if self._resync_reason is not None:
+            deadlines.append(self._next_resync_at)
+        return max(0.0, min(deadlines) - now)
+
+    def _resync_if_due(self) -> None:
+        if self._outbox.pending():
+            return  # publish what is queued first; the resync then corrects it
+        now = self._clock()
+        if self._resync_reason is not None and now >= self._next_resync_at:
+            self._resync(self._resync_reason)
+        elif self._settle_at is not None and now >= self._settle_at:
+            self._resync("burst settled")
+
+    def _on_failure(self, exc: Exception) -> None:
+        if isinstance(exc, redis.exceptions.RedisError):
+            if self._outage_since is None:
+                self._outage_since = self._clock()
+            self._throttle.log(
+                "redis",
+                logging.WARNING,
+                "Redis at %s unavailable (%s: %s); acknowledging events and keeping the latest state "
+                "of each process until it is back",
+                self._config.redacted_redis_url,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            self._throttle.log("sink", logging.ERROR, "publishing failed: %s: %s", type(exc).__name__, exc)
+        self._resync_reason = self._resync_reason or "Redis reconnected"
+        self._next_resync_at = 0.0
+
+    def _on_recovery(self) -> None:
+        if self._outage_since is not None:
+            log.warning("Redis reachable again after %.1f s; snapshot resynced", self._clock() - self._outage_since)
+            self._outage_since = None
+        self._throttle.clear("redis")
+        self._throttle.clear("sink")
+
+    # -- publishing ------------------------------------------------------------
+
+    def _meta(self, pipe: Any, now: float, refreshed: bool) -> None:
+        meta: Dict[str, Any] = {
+            "run_id": self.run_id,
+            "seq": self._seq,
+            "updated": f"{now:.3f}",
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": f"{self._started_at:.3f}",
+            "processes": len(self._table),
+        }
+        if refreshed:
+            meta["refreshed"] = f"{now:.3f}"
+        if self._extra_meta is not None:
+            meta.update(self._extra_meta())
+        pipe.hset(self._config.meta_key, mapping=meta)
+        pipe.expire(self._config.meta_key, self._config.snapshot_ttl)
+
+    def _publish(self, items: List[Item]) -> None:
+        host = self._config.hostname
+        seq = self._seq
+        updated: Dict[str, ProcessInfo] = {}
+        removed: Dict[str, str] = {}
+        messages: List[Message] = []
+        now = self._clock()
+        for item in items:
+            if isinstance(item, ProcessStateChange):
+                previous = updated.get(item.name) or (None if item.name in removed else self._table.get(item.name))
+                info = apply_change(previous, item)
+                updated[item.name] = info
+                removed.pop(item.name, None)
+                seq += 1
+                messages.append(
+                    state_message(
+                        host,
+                        info,
+                        event=f"PROCESS_STATE_{item.to_state}",
+                        from_state=item.from_state,
+                        seq=seq,
+                        run_id=self.run_id,
+                    )
+                )
+            elif isinstance(item, GroupChange):
+                if item.added:
+                    self._schedule_settle()
+                    continue
+                members = {name for name, info in self._table.entries().items() if info["group"] == item.group}
+                members |= {name for name, info in updated.items() if info["group"] == item.group}
+                members.discard(item.group)
+                for name in [item.group, *sorted(members)]:
+                    seq += 1
+                    messages.append(
+                        removal_message(host, name, item.group, now=item.received, seq=seq, run_id=self.run_id)
+                    )
+                    updated.pop(name, None)
+                    removed[name] = item.group
+        pipe = self._client.pipeline(transaction=True)
+        for message in messages:
+            pipe.publish(self._config.channel, encode(message))
+        if updated:
+            pipe.hset(self._config.snapshot_key, mapping={name: encode(info) for name, info in updated.items()})
+        if removed:
+            pipe.hdel(self._config.snapshot_key, *removed)
+        pipe.expire(self._config.snapshot_key, self._config.snapshot_ttl)
+        previous_seq, self._seq = self._seq, seq
+        try:
+            self._meta(pipe, now, refreshed=False)
+            pipe.execute()
+        except BaseException:
+            self._seq = previous_seq
+            raise
+        for info in updated.values():
+            self._table.set(info)
+        for name in removed:
+            self._table.discard(name)
+        self.published += len(messages)
+        if updated:
+            self._schedule_settle()
+
+    def _schedule_settle(self) -> None:
+        if self._rpc is not None:
+            self._settle_at = self._clock() + self._settle_delay
+
+    # -- resync ----------------------------------------------------------------
+
+    def _fetch_truth(self) -> Optional[List[ProcessInfo]]:
+        if self._rpc is None:
+            return None
+        try:
+            raw = self._rpc.get_all_process_info()
+        except Exception as exc:
+            self._throttle.log(
+                "rpc",
+                logging.WARNING,
+                "getAllProcessInfo() on %s failed (%s: %s); using raptor's own state until it answers",
+                self._rpc.server_url,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        if self._throttle.clear("rpc"):
+            log.warning("supervisord answers getAllProcessInfo() again")
+        truth = []
+        for entry in raw:
+            try:
+                truth.append(normalize_info(entry))
+            except (KeyError, TypeError, ValueError) as exc:
+                self._throttle.log("rpc-entry", logging.WARNING, "ignoring malformed process info %r: %s", entry, exc)
+        return truth
+
+    def _read_stored(self) -> Dict[str, ProcessInfo]:
+        stored: Dict[str, ProcessInfo] = {}
+        raw: Dict[Any, Any] = self._client.hgetall(self._config.snapshot_key)
+        for name, value in raw.items():
+            try:
+                stored[name.decode("utf-8", "replace")] = normalize_info(json.loads(value))
+            except (KeyError, TypeError, ValueError):
+                continue  # not ours, or from an incompatible version: the resync rewrites it
+        return stored
+
+    def _resync(self, reason: str) -> None:
+        truth = self._fetch_truth()
+        stored = self._read_stored()
+        if truth is not None:
+            target = {info["name"]: info for info in truth}
+            gone = [info for name, info in stored.items() if name not in target]
+        else:
+            # Without supervisord's word, nothing can be declared gone: keep what is
+            # stored and overlay what this run has seen.
+            target = dict(stored)
+            target.update(self._table.entries())
+            gone = []
+        host = self._config.hostname
+        now = self._clock()
+        seq = self._seq
+        messages: List[Message] = []
+        for name, info in target.items():
+            old = stored.get(name)
+            if old is None or not same_state(old, info):
+                seq += 1
+                messages.append(
+                    state_message(
+                        host,
+                        info,
+                        event=f"PROCESS_STATE_{info['statename']}",
+                        from_state=None if old is None else old["statename"],
+                        seq=seq,
+                        run_id=self.run_id,
+                        resync=True,
+                    )
+                )
+        for info in gone:
+            seq += 1
+            messages.append(
+                removal_message(host, info["name"], info["group"], now=now, seq=seq, run_id=self.run_id, resync=True)
+            )
+        key = self._config.snapshot_key
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(key)
+        if target:
+            pipe.hset(key, mapping={name: encode(info) for name, info in target.items()})
+            pipe.expire(key, self._config.snapshot_ttl)
+        for message in messages:
+            pipe.publish(self._config.channel, encode(message))
+        previous_seq, self._seq = self._seq, seq
+        previous_table = self._table.entries()
+        self._table.replace(target.values())
+        try:
+            self._meta(pipe, now, refreshed=True)
+            pipe.execute()
+        except BaseException:
+            self._seq = previous_seq
+            self._table.replace(previous_table.values())
+            raise
+        self.published += len(messages)
+        self.resyncs += 1
+        self._settle_at = None
+        if truth is None and self._rpc is not None:
+            # supervisord did not answer: try again soon, it is the only authority.
+            self._resync_reason = reason
+            self._next_resync_at = now + RPC_RETRY_DELAY
+        else:
+            self._resync_reason = None
+        log.log(
+            logging.INFO if messages else logging.DEBUG,
+            "resync (%s): %d processes, %d corrections published",
+            reason,
+            len(target),
+            len(messages),
+        )

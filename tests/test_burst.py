@@ -1,0 +1,81 @@
+"""Bursts through a real supervisord and a real Redis: every transition, in order."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from .support import (
+    Collector,
+    RedisServer,
+    Supervisord,
+    latest_message_differences,
+    snapshot_differences,
+    velociraptor_names,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+PROGRAMS = 200
+
+
+def transitions(messages: List[Dict[str, Any]], names: List[str]) -> Dict[str, List[str]]:
+    """Per process, the event-driven (not resync) transitions as 'FROM>TO'."""
+    chains: Dict[str, List[str]] = defaultdict(list)
+    wanted = set(names)
+    for m in messages:
+        if m["name"] in wanted and not m["resync"] and m["event"].startswith("PROCESS_STATE_"):
+            chains[m["name"]].append(f"{m['from_state']}>{m['statename']}")
+    return chains
+
+
+def assert_seq_contiguous(messages: List[Dict[str, Any]]) -> None:
+    by_run: Dict[str, List[int]] = defaultdict(list)
+    for m in messages:
+        by_run[m["run_id"]].append(m["seq"])
+    for run_id, seqs in by_run.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"run {run_id}: seq not contiguous"
+        assert seqs[0] == 1, f"run {run_id} starts at seq {seqs[0]}"
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, redis_server: RedisServer):
+    sup = Supervisord(tmp_path / "sup", velociraptor_names(PROGRAMS), redis_server.url)
+    yield sup
+    sup.stop()
+
+
+def test_start_and_restart_of_200_programs_publish_every_transition_in_order(
+    fleet: Supervisord, redis_server: RedisServer, collector: Collector
+) -> None:
+    names = fleet.programs
+    fleet.start()
+    start_chain = ["STOPPED>STARTING", "STARTING>RUNNING"]
+    wait_for(
+        lambda: all(transitions(collector.snapshot(), names).get(n) == start_chain for n in names),
+        60,
+        "STARTING then RUNNING for all 200 programs",
+    )
+    client = redis_server.client()
+    wait_for(lambda: not snapshot_differences(client, "testhost", fleet), 5, "snapshot to match after start")
+
+    result = fleet.ctl("restart", "all")
+    assert result.returncode == 0, result.stderr[-2000:]
+    restart_chain = [*start_chain, "RUNNING>STOPPING", "STOPPING>STOPPED", "STOPPED>STARTING", "STARTING>RUNNING"]
+    wait_for(
+        lambda: all(transitions(collector.snapshot(), names).get(n) == restart_chain for n in names),
+        60,
+        "the full restart chain for all 200 programs",
+    )
+    wait_for(lambda: not snapshot_differences(client, "testhost", fleet), 2, "snapshot to match after restart")
+    wait_for(lambda: not latest_message_differences(collector, fleet), 2, "latest messages to match")
+
+    messages = collector.snapshot()
+    assert_seq_contiguous(messages)
+    assert "overflowed" not in fleet.log_text()
+    first = next(m for m in messages if m["name"] == names[0] and not m["resync"])
+    assert first["id"] == f"testhost-{names[0]}"
+    assert (first["app_name"], first["version"], first["port"]) == ("node_example", "v1", 5000)

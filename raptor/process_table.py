@@ -90,6 +90,8 @@ def normalize_info(raw: Mapping[str, Any]) -> ProcessInfo:
     if statename not in STATE_CODES:
         raise ValueError(f"unknown statename {statename!r}")
     info["state"] = STATE_CODES[statename]
+    if raw.get("description") is None:
+        info["description"] = describe(info)
     return info
 
 

@@ -237,6 +237,7 @@ class Collector:
         self.password = password
         self.messages: List[Dict[str, Any]] = []
         self.non_json = 0
+        self.connections = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._subscribed = threading.Event()
@@ -254,9 +255,10 @@ class Collector:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2)
+                client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=2)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
+                self.connections += 1
                 self._subscribed.set()
                 while not self._stop.is_set():
                     raw = pubsub.get_message(timeout=0.2)

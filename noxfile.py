@@ -1,0 +1,40 @@
+"""Unit and integration tests on every Python 3.9-3.13 this machine has.
+
+`make test` runs the suite in its own virtualenv first; nox then repeats it on the
+other interpreters it finds (on PATH or under pyenv), skipping the one it runs on.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = False
+
+VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _find(version: str) -> str | None:
+    found = shutil.which(f"python{version}")
+    if found and os.access(found, os.X_OK) and "/shims/" not in found:
+        return found
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = sorted(glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}")))
+    return candidates[-1] if candidates else None
+
+
+FOUND = {v: p for v in VERSIONS if v != RUNNING and (p := _find(v))}
+# nox looks interpreters up on PATH by name: put the ones found first.
+os.environ["PATH"] = os.pathsep.join([*(os.path.dirname(p) for p in FOUND.values()), os.environ["PATH"]])
+
+
+@nox.session(python=sorted(FOUND))
+def tests(session: nox.Session) -> None:
+    session.install(".[test]")
+    session.run("pytest", "-q", *session.posargs)

@@ -1,0 +1,237 @@
+"""The fleet as raptor publishes it, read back from Redis.
+
+A :class:`Fleet` starts from the per-host snapshots (``host_procs:<host>`` and
+``host_meta:<host>``) and is kept current by the messages on the channel. Each
+host's ``(run_id, seq)`` tells whether a message is new, a duplicate, or follows a
+gap or a listener restart, in which case that host is reloaded from its snapshot.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+import redis
+
+from .config import DEFAULT_SNAPSHOT_TTL
+from .names import parse_proc_name
+
+SNAPSHOT_PREFIX = "host_procs:"
+META_PREFIX = "host_meta:"
+TICK_PERIOD = 60.0
+STALE_AFTER = 2 * TICK_PERIOD
+
+Proc = Dict[str, Any]
+
+
+@dataclass
+class Host:
+    name: str
+    procs: Dict[str, Proc] = field(default_factory=dict)
+    run_id: Optional[str] = None
+    seq: int = 0
+    refreshed: Optional[float] = None  # epoch of the last full snapshot refresh
+    updated: Optional[float] = None  # epoch of the last write of any kind
+    meta: Dict[str, str] = field(default_factory=dict)
+
+    def age(self, now: float) -> Optional[float]:
+        return None if self.refreshed is None else max(0.0, now - self.refreshed)
+
+    def stale(self, now: float) -> bool:
+        age = self.age(now)
+        return age is None or age > STALE_AFTER
+
+    def counts(self) -> Dict[str, int]:
+        return dict(Counter(p.get("statename", "UNKNOWN") for p in self.procs.values()))
+
+
+class Apply:
+    """What :meth:`Fleet.apply` did with a message."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # seq already seen (at-least-once delivery)
+    RESYNC = "resync"  # gap or new listener run: the host must be reloaded
+    IGNORED = "ignored"  # not a proc message
+
+
+def _decode(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _float(value: Optional[str]) -> Optional[float]:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def proc_from_snapshot(host: str, raw: Dict[str, Any]) -> Proc:
+    """A proc record (message-like) from a raw ``getAllProcessInfo()`` entry."""
+    name = str(raw.get("name", ""))
+    parsed = parse_proc_name(name)
+    return {
+        "host": host,
+        "id": f"{host}-{name}",
+        "name": name,
+        "group": raw.get("group", name),
+        "app_name": parsed.app_name,
+        "version": parsed.version,
+        "config_name": parsed.config_name,
+        "hash": parsed.hash,
+        "proc_name": parsed.proc_name,
+        "port": parsed.port,
+        "statename": raw.get("statename", "UNKNOWN"),
+        "state": raw.get("state"),
+        "pid": int(raw.get("pid") or 0),
+        "description": raw.get("description", ""),
+        "start": raw.get("start", 0),
+    }
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.hosts: Dict[str, Host] = {}
+
+    # -- loading -----------------------------------------------------------------
+
+    @staticmethod
+    def host_names(client: redis.Redis) -> List[str]:
+        names = set()
+        for key in client.scan_iter(match=f"{SNAPSHOT_PREFIX}*", count=1000):
+            names.add(_decode(key)[len(SNAPSHOT_PREFIX) :])
+        for key in client.scan_iter(match=f"{META_PREFIX}*", count=1000):
+            names.add(_decode(key)[len(META_PREFIX) :])
+        return sorted(names)
+
+    def load(self, client: redis.Redis, hosts: Optional[Iterable[str]] = None) -> None:
+        """(Re)load the given hosts, or all of them, from their snapshots in one round trip."""
+        names = list(hosts) if hosts is not None else self.host_names(client)
+        if hosts is None:
+            self.hosts = {}
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(f"{SNAPSHOT_PREFIX}{name}")
+            pipe.hgetall(f"{META_PREFIX}{name}")
+            pipe.ttl(f"{SNAPSHOT_PREFIX}{name}")
+        results = pipe.execute()
+        now = time.time()
+        for index, name in enumerate(names):
+            snapshot, meta_raw, ttl = results[3 * index : 3 * index + 3]
+            self.hosts[name] = self._host(name, snapshot, meta_raw, ttl, now)
+
+    @staticmethod
+    def _host(name: str, snapshot: Dict[Any, Any], meta_raw: Dict[Any, Any], ttl: int, now: float) -> Host:
+        host = Host(name)
+        for field_name, value in snapshot.items():
+            try:
+                raw = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(raw, dict):
+                proc = proc_from_snapshot(name, raw)
+                host.procs[_decode(field_name)] = proc
+        meta = {_decode(k): _decode(v) for k, v in meta_raw.items()}
+        host.meta = meta
+        host.run_id = meta.get("run_id")
+        host.seq = int(meta["seq"]) if meta.get("seq", "").isdigit() else 0
+        host.refreshed = _float(meta.get("refreshed"))
+        host.updated = _float(meta.get("updated"))
+        if host.refreshed is None and ttl and ttl > 0:
+            # A publisher without a meta record (Velociraptor's own): estimate from the TTL.
+            host.refreshed = now - (DEFAULT_SNAPSHOT_TTL - ttl)
+        return host
+
+    # -- live updates -------------------------------------------------------------
+
+    def apply(self, message: Dict[str, Any]) -> str:
+        """Apply one message; say whether it was applied, a duplicate, or needs a resync."""
+        host_name = message.get("host")
+        name = message.get("name")
+        event = message.get("event", "")
+        if not isinstance(host_name, str) or not isinstance(name, str) or not isinstance(event, str):
+            return Apply.IGNORED
+        host = self.hosts.get(host_name)
+        if host is None:
+            host = self.hosts[host_name] = Host(host_name)
+        run_id, seq = message.get("run_id"), message.get("seq")
+        verdict = Apply.APPLIED
+        if isinstance(run_id, str) and isinstance(seq, int):
+            if run_id == host.run_id:
+                if seq <= host.seq:
+                    return Apply.DUPLICATE
+                if seq > host.seq + 1:
+                    verdict = Apply.RESYNC
+            elif host.run_id is not None or seq != 1:
+                verdict = Apply.RESYNC
+            host.run_id, host.seq = run_id, seq
+        host.updated = time.time()
+        if event == "PROCESS_GROUP_REMOVED":
+            host.procs.pop(name, None)
+        elif event.startswith("PROCESS_STATE_"):
+            host.procs[name] = message
+        else:
+            return Apply.IGNORED
+        return verdict
+
+    # -- questions ----------------------------------------------------------------
+
+    def select(self, host_glob: Optional[str] = None, app: Optional[str] = None) -> List[Host]:
+        hosts = [h for n, h in sorted(self.hosts.items()) if host_glob is None or fnmatch.fnmatchcase(n, host_glob)]
+        if app is None:
+            return hosts
+        selected = []
+        for host in hosts:
+            procs = {n: p for n, p in host.procs.items() if p.get("app_name") == app}
+            if procs:
+                selected.append(Host(host.name, procs, host.run_id, host.seq, host.refreshed, host.updated, host.meta))
+        return selected
+
+    def duplicates(self) -> List[Tuple[str, str]]:
+        """Host names that report the same processes with the same pids.
+
+        That is one supervisord publishing under two names: the hostname mismatch
+        that makes the dashboard show every proc twice.
+        """
+        signatures: Dict[str, Set[Tuple[str, int]]] = {}
+        for name, host in self.hosts.items():
+            running = {(p["name"], int(p.get("pid") or 0)) for p in host.procs.values() if p.get("pid")}
+            if running:
+                signatures[name] = running
+        owners: Dict[Tuple[str, int], List[str]] = {}
+        for name, signature in signatures.items():
+            for item in signature:
+                owners.setdefault(item, []).append(name)
+        shared: Counter[Tuple[str, str]] = Counter()
+        for names in owners.values():
+            names.sort()
+            for i, a in enumerate(names):
+                for b in names[i + 1 :]:
+                    shared[(a, b)] += 1
+        pairs = []
+        for (a, b), count in shared.items():
+            # Pids are reused, so one coincidence proves nothing; half the processes does.
+            if count >= max(1, min(len(signatures[a]), len(signatures[b])) // 2):
+                pairs.append((a, b))
+        return sorted(pairs)
+
+    def as_json(self, hosts: List[Host], now: float) -> Dict[str, Any]:
+        return {
+            "hosts": [
+                {
+                    "host": host.name,
+                    "procs": [host.procs[n] for n in sorted(host.procs)],
+                    "counts": host.counts(),
+                    "stale": host.stale(now),
+                    "refreshed": host.refreshed,
+                    "age_s": None if host.age(now) is None else round(host.age(now) or 0.0, 1),
+                    "run_id": host.run_id,
+                    "seq": host.seq,
+                }
+                for host in hosts
+            ],
+            "duplicates": [list(pair) for pair in self.duplicates()],
+        }

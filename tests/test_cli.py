@@ -1,0 +1,213 @@
+"""The fleet view against real publishers: status, tail, follow, watch rendering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from rich.console import Console
+
+from raptor.fleet import Apply, Fleet
+from raptor.follow import Follower, make_client
+from raptor.watch import describe_live, render
+
+from .support import BIN, RedisServer, Supervisord, snapshot_differences, velociraptor_names, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def raptor(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "raptor"), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def two_names(tmp_path: Path, redis_server: RedisServer):
+    """One supervisord publishing under two names: the hostname-mismatch bug."""
+    sup = Supervisord(
+        tmp_path / "sup",
+        velociraptor_names(6),
+        redis_server.url,
+        listeners={"proc_publisher": "web1", "old_publisher": "web1.example.com"},
+    )
+    sup.start()
+    wait_for(sup.programs_running, 30, "programs to run")
+    client = redis_server.client()
+    for host in ("web1", "web1.example.com"):
+        wait_for(lambda h=host: not snapshot_differences(client, h, sup), 5, f"snapshot of {host}")
+    yield sup
+    sup.stop()
+
+
+def test_status_reports_the_duplicate_pair_and_exits_1(two_names: Supervisord, redis_server: RedisServer) -> None:
+    result = raptor("status", "--json", "--redis-url", redis_server.url)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["duplicates"] == [["web1", "web1.example.com"]]
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert set(hosts) == {"web1", "web1.example.com"}
+    web1 = hosts["web1"]
+    assert web1["stale"] is False
+    assert web1["counts"]["RUNNING"] == 8  # six programs and the two listeners
+    assert {p["name"] for p in web1["procs"]} >= set(two_names.programs)
+    text = raptor("status", "--redis-url", redis_server.url)
+    assert text.returncode == 1
+    assert "DUPLICATE: web1 and web1.example.com" in text.stdout
+
+
+def test_status_of_a_healthy_fleet(tmp_path: Path, redis_server: RedisServer) -> None:
+    sup = Supervisord(tmp_path / "sup", [*velociraptor_names(4), "other"], redis_server.url, hostname="web2")
+    try:
+        sup.start()
+        wait_for(sup.programs_running, 30, "programs to run")
+        client = redis_server.client()
+        wait_for(lambda: not snapshot_differences(client, "web2", sup), 5, "snapshot")
+        # A host whose publisher went away long ago.
+        client.hset("host_procs:gone", "x", json.dumps({"name": "x", "statename": "RUNNING", "pid": 1}))
+        client.hset("host_meta:gone", mapping={"refreshed": time.time() - 500, "run_id": "r", "seq": 3})
+        result = raptor("status", "--redis-url", redis_server.url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].split()[:3] == ["HOST", "PROCS", "RUNNING"]
+        assert lines[1].split()[:3] == ["gone", "1", "1"]
+        assert lines[1].split()[-1] == "STALE"
+        assert lines[2].split()[:3] == ["web2", "6", "6"]
+        assert lines[2].split()[-1] == "ok"
+        detail = raptor("status", "--redis-url", redis_server.url, "--app", "node_example")
+        summary, procs = detail.stdout.split("\n\n", 1)
+        assert summary.splitlines()[1].split()[:2] == ["web2", "4"]
+        rows = [line.split() for line in procs.splitlines()[1:]]
+        assert {row[1] for row in rows} == set(sup.programs[:4])
+        assert {row[2] for row in rows} == {"RUNNING"}
+        as_json = json.loads(raptor("status", "--json", "--redis-url", redis_server.url, "--host", "web*").stdout)
+        assert [h["host"] for h in as_json["hosts"]] == ["web2"]
+    finally:
+        sup.stop()
+
+
+def test_tail_prints_json_lines_and_ignores_non_json(tmp_path: Path, redis_server: RedisServer) -> None:
+    sup = Supervisord(tmp_path / "sup", velociraptor_names(2), redis_server.url, hostname="web3")
+    try:
+        sup.start()
+        wait_for(sup.programs_running, 30, "programs to run")
+        tail = subprocess.Popen(
+            [
+                str(BIN / "raptor"),
+                "tail",
+                "--redis-url",
+                redis_server.url,
+                "--event",
+                "PROCESS_STATE_*",
+                "--count",
+                "4",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        client = redis_server.client()
+        wait_for(lambda: client.pubsub_numsub("proc_events")[0][1] > 0, 10, "tail to subscribe")
+        client.publish("proc_events", "flush")
+        assert sup.ctl("restart", sup.programs[0]).returncode == 0
+        out, _ = tail.communicate(timeout=20)
+        events = [json.loads(line) for line in out.splitlines()]
+        assert [e["statename"] for e in events] == ["STOPPING", "STOPPED", "STARTING", "RUNNING"]
+        assert {e["host"] for e in events} == {"web3"}
+    finally:
+        sup.stop()
+
+
+def test_follower_survives_a_redis_restart_and_resyncs(tmp_path: Path) -> None:
+    redis_server = RedisServer(tmp_path / "redis").start()
+    sup = Supervisord(tmp_path / "sup", velociraptor_names(5), redis_server.url, hostname="web4")
+    follower = Follower(make_client(redis_server.url), "proc_events")
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.run, kwargs={"should_stop": stop.is_set, "poll": 0.05}, daemon=True)
+    try:
+        sup.start()
+        wait_for(sup.programs_running, 30, "programs to run")
+        thread.start()
+
+        def converged() -> bool:
+            host = follower.fleet.hosts.get("web4")
+            truth = sup.truth()
+            return host is not None and all(
+                host.procs.get(n, {}).get("pid") == info["pid"] for n, info in truth.items()
+            )
+
+        wait_for(converged, 5, "the follower to see the fleet")
+        redis_server.stop(kill=True)
+        wait_for(lambda: not follower.connected, 5, "the follower to notice")
+        assert sup.ctl("restart", sup.programs[0], sup.programs[1]).returncode == 0
+        redis_server.start()
+        wait_for(converged, 5, "the follower to resync after Redis came back")
+        assert sup.ctl("restart", sup.programs[2]).returncode == 0
+        wait_for(converged, 5, "live updates after the restart")
+    finally:
+        stop.set()
+        thread.join(5)
+        sup.stop()
+        redis_server.stop()
+
+
+def message(seq: int, run_id: str = "r1", name: str = "a", state: str = "RUNNING") -> Dict[str, Any]:
+    return {"event": f"PROCESS_STATE_{state}", "host": "h", "name": name, "statename": state, "pid": seq,
+            "seq": seq, "run_id": run_id}  # fmt: skip
+
+
+def test_apply_detects_duplicates_gaps_and_restarts() -> None:
+    fleet = Fleet()
+    verdicts: List[str] = [fleet.apply(message(s)) for s in (1, 2, 2, 4)]
+    assert verdicts == [Apply.APPLIED, Apply.APPLIED, Apply.DUPLICATE, Apply.RESYNC]
+    assert fleet.apply(message(1, run_id="r2")) == Apply.RESYNC
+    assert fleet.apply({"event": "PROCESS_GROUP_REMOVED", "host": "h", "name": "a", "seq": 2, "run_id": "r2"}) == (
+        Apply.APPLIED
+    )
+    assert "a" not in fleet.hosts["h"].procs
+    assert fleet.apply({"no": "fields"}) == Apply.IGNORED
+    # Velociraptor's own publisher sends no seq: every message applies.
+    assert fleet.apply({"event": "PROCESS_STATE_STOPPED", "host": "v", "name": "b"}) == Apply.APPLIED
+
+
+def test_duplicates_need_many_shared_pids_not_one() -> None:
+    fleet = Fleet()
+    for host, pids in (("a", [10, 11, 12, 13]), ("b", [10, 11, 12, 13]), ("c", [10, 90, 91, 92])):
+        for i, pid in enumerate(pids):
+            fleet.apply(
+                {"event": "PROCESS_STATE_RUNNING", "host": host, "name": f"p{i}", "statename": "RUNNING", "pid": pid}
+            )
+    assert fleet.duplicates() == [("a", "b")]
+
+
+def test_watch_renders_states_highlights_and_duplicates() -> None:
+    fleet = Fleet()
+    fleet.apply(message(1, name="web", state="RUNNING"))
+    fleet.apply(message(2, name="worker", state="FATAL"))
+    console = Console(record=True, width=120)
+    now = time.time()
+    console.print(render(fleet, {"h-worker": now}, host_glob=None, app=None, now=now, status="live"))
+    text = console.export_text()
+    assert "2 processes" in text
+    assert "FATAL" in text
+    assert "worker" in text
+    assert "stale" in text  # no snapshot refresh seen for host h
+
+
+def test_bad_or_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
+    bad = raptor("status", "--redis-url", "http://nope")
+    assert bad.returncode == 2
+    assert "scheme" in bad.stderr
+    down = raptor("status", "--redis-url", "redis://:secret@127.0.0.1:1/0")
+    assert down.returncode == 2
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in down.stderr
+    assert "secret" not in down.stderr
+
+
+def test_watch_counts_uptime_live() -> None:
+    proc = {"statename": "RUNNING", "pid": 7, "start_time": "2026-11-24T13:00:00+00:00", "description": "old"}
+    now = 1795525200.0 + 3725  # 2026-11-24T13:00:00Z + 1:02:05
+    assert describe_live(proc, now) == "pid 7, uptime 1:02:05"
+    assert describe_live({"statename": "STOPPED", "description": "Nov 24 01:00 PM"}, now) == "Nov 24 01:00 PM"

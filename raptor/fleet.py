@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 import redis
 
 from .config import DEFAULT_SNAPSHOT_TTL
-from .names import parse_proc_name
+from .messages import identity
 
 SNAPSHOT_PREFIX = "host_procs:"
 META_PREFIX = "host_meta:"
@@ -72,24 +72,18 @@ def _float(value: Optional[str]) -> Optional[float]:
 def proc_from_snapshot(host: str, raw: Dict[str, Any]) -> Proc:
     """A proc record (message-like) from a raw ``getAllProcessInfo()`` entry."""
     name = str(raw.get("name", ""))
-    parsed = parse_proc_name(name)
-    return {
-        "host": host,
-        "id": f"{host}-{name}",
-        "name": name,
-        "group": raw.get("group", name),
-        "app_name": parsed.app_name,
-        "version": parsed.version,
-        "config_name": parsed.config_name,
-        "hash": parsed.hash,
-        "proc_name": parsed.proc_name,
-        "port": parsed.port,
-        "statename": raw.get("statename", "UNKNOWN"),
-        "state": raw.get("state"),
-        "pid": int(raw.get("pid") or 0),
-        "description": raw.get("description", ""),
-        "start": raw.get("start", 0),
-    }
+    proc = identity(host, name)
+    proc.update(
+        {
+            "group": raw.get("group", name),
+            "statename": raw.get("statename", "UNKNOWN"),
+            "state": raw.get("state"),
+            "pid": int(raw.get("pid") or 0),
+            "description": raw.get("description", ""),
+            "start": raw.get("start", 0),
+        }
+    )
+    return proc
 
 
 class Fleet:

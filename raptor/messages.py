@@ -23,7 +23,8 @@ def iso_utc(epoch: Optional[float]) -> Optional[str]:
     return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).isoformat()
 
 
-def _identity(host: str, name: str) -> Message:
+def identity(host: str, name: str) -> Message:
+    """The fields that name a proc: host, id, name and the six parsed from the name."""
     parsed = parse_proc_name(name)
     return {
         "host": host,
@@ -50,7 +51,7 @@ def state_message(
 ) -> Message:
     """A full proc record plus ``event``, for a ``PROCESS_STATE_*`` transition."""
     message: Message = {"event": event}
-    message.update(_identity(host, info["name"]))
+    message.update(identity(host, info["name"]))
     message.update(
         {
             "group": info["group"],
@@ -81,7 +82,7 @@ def removal_message(
 ) -> Message:
     """``PROCESS_GROUP_REMOVED``: the dashboard destroys the proc with this ``id``."""
     message: Message = {"event": "PROCESS_GROUP_REMOVED"}
-    message.update(_identity(host, name))
+    message.update(identity(host, name))
     message.update(
         {
             "time": iso_utc(now),

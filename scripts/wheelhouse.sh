@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build the wheelhouses the role copies to hosts (air-gapped fleets; the tests):
+#   build/wheelhouse      raptor (this checkout) and its dependencies, for Python 3.9+
+#   build/wheelhouse-old  the same with raptor 3.0.0rc1, to test upgrades
+# Rebuilt when the package's sources are newer than the wheelhouse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="${PIP:-.venv/bin/pip}"
+out=build/wheelhouse
+stamp="$out/.built"
+if [ -f "$stamp" ] && [ -z "$(find raptor pyproject.toml -newer "$stamp" -print -quit)" ]; then
+  echo "wheelhouse: up to date"
+  exit 0
+fi
+rm -rf build/wheelhouse build/wheelhouse-old build/old-src
+mkdir -p "$out"
+"$PIP" wheel -q --no-deps -w "$out" .
+# redis-py and what it needs, for every Python a host may have: pure-Python wheels.
+for py in 3.9 3.10 3.11 3.12 3.13; do
+  "$PIP" download -q --only-binary=:all: --python-version "$py" -d "$out" "redis>=5.0,<9"
+done
+# pip evaluates markers for the interpreter it runs on: add what redis-py needs
+# on Python < 3.11.3 explicitly.
+"$PIP" download -q --only-binary=:all: --no-deps -d "$out" "async-timeout>=4.0.3"
+# An older raptor, to prove upgrades.
+mkdir -p build/old-src build/wheelhouse-old
+cp -r raptor pyproject.toml README.md build/old-src/
+sed -i 's/^__version__ = .*/__version__ = "3.0.0rc1"/' build/old-src/raptor/__init__.py
+"$PIP" wheel -q --no-deps -w build/wheelhouse-old build/old-src
+cp "$out"/redis-*.whl "$out"/async_timeout-*.whl build/wheelhouse-old/
+rm -rf build/old-src
+touch "$stamp"
+ls "$out" build/wheelhouse-old

@@ -1,13 +1,19 @@
-# raptor: `make demo` shows it working, `make test` proves it. Both install what
-# they need (Debian packages, a virtualenv) and skip what is already there.
+# raptor. `make demo` shows it working on a local container fleet; `make test`
+# proves it. Both install what they need (Debian packages, a virtualenv, container
+# images) and skip what is already there.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-BIN := $(VENV)/bin
+BIN := $(CURDIR)/$(VENV)/bin
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
+export PATH := $(BIN):$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/molecule/containers.conf
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export ANSIBLE_NOCOLOR := 1
+export NO_COLOR := 1
+FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons demo demo-down bench clean deps
+.PHONY: test lint pytest pythons molecule demo-test demo demo-down bench deps images wheelhouse clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,37 +21,55 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Debian packages the tests and the demo run for real.
+# Debian packages: redis-server for the tests; podman, runc and debootstrap for the
+# container fleet (molecule and the demo).
 deps:
 	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	for pair in redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap; do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; \
 	fi
 
+images: deps
+	scripts/images.sh
+
+wheelhouse: $(BIN)/.installed
+	PIP=$(BIN)/pip scripts/wheelhouse.sh
+
 lint: $(BIN)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	ruff check .
+	ruff format --check .
+	mypy
+	yamllint -s .
+	ansible-lint --nocolor
 
 pytest: deps $(BIN)/.installed
-	$(BIN)/pytest -q
+	pytest -q --ignore=tests/test_demo.py
 
 # The same suites on the other Python 3.9-3.13 interpreters this machine has.
 pythons: deps $(BIN)/.installed
-	$(BIN)/nox -s tests
+	nox -s tests -- --ignore=tests/test_demo.py
 
-test: lint pytest pythons
+molecule: images wheelhouse
+	RAPTOR_MOLECULE_REDIS_PORT=$(FREE_PORT) molecule test -s default
+	RAPTOR_MOLECULE_REDIS_PORT_U=$(FREE_PORT) molecule test -s upgrade_absent
 
-demo: deps $(BIN)/.installed
-	$(BIN)/python -m demo.local
+demo-test: images wheelhouse
+	pytest -q tests/test_demo.py
+
+test: lint pytest pythons molecule demo-test
+
+demo: images wheelhouse
+	demo/demo.sh up
 
 demo-down:
-	@echo "the local demo cleans up after itself; nothing to remove"
+	demo/demo.sh down
 
 bench: deps $(BIN)/.installed
-	@echo "benchmarks: not written yet (issue 5)"
+	@echo "benchmarks: not written yet"
 
-clean:
-	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean: demo-down
+	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis build .ansible

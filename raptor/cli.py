@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 import redis
 
@@ -81,6 +81,21 @@ def cmd_status(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> in
     return EXIT_DUPLICATES if fleet.duplicates() else EXIT_OK
 
 
+def format_line(message: Dict[str, Any]) -> str:
+    """One human-readable line: time, host, process, transition, pid."""
+    when = str(message.get("now") or message.get("time") or "")[11:19]
+    event = str(message.get("event", ""))
+    if event == "PROCESS_GROUP_REMOVED":
+        change = "removed"
+    else:
+        before = message.get("from_state") or "?"
+        change = f"{before} -> {message.get('statename')}"
+        if message.get("pid"):
+            change += f" (pid {message['pid']})"
+    resync = "  [resync]" if message.get("resync") else ""
+    return f"{when}  {message.get('host')}  {message.get('name')}  {change}{resync}"
+
+
 def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
     printed = 0
     while args.count is None or printed < args.count:
@@ -100,7 +115,7 @@ def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
                     continue
                 if args.host and not fnmatch.fnmatchcase(str(message.get("host", "")), args.host):
                     continue
-                out.write(text + "\n")
+                out.write((format_line(message) if args.format == "line" else text) + "\n")
                 out.flush()
                 printed += 1
                 if args.count is not None and printed >= args.count:
@@ -142,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--event", help="only events matching this glob, e.g. 'PROCESS_STATE_*'")
     tail.add_argument("--host", help="only hosts matching this glob")
     tail.add_argument("--count", type=int, help="stop after this many messages")
+    tail.add_argument(
+        "--format", choices=("json", "line"), default="json", help="json: as published (default); line: for people"
+    )
     tail.set_defaults(func=cmd_tail)
     return parser
 

@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 import pytest
 from rich.console import Console
 
+from raptor.cli import format_line
 from raptor.fleet import Apply, Fleet
 from raptor.follow import Follower, make_client
 from raptor.watch import describe_live, render
@@ -194,6 +195,13 @@ def test_watch_renders_states_highlights_and_duplicates() -> None:
     assert "FATAL" in text
     assert "worker" in text
     assert "stale" in text  # no snapshot refresh seen for host h
+
+
+def test_tail_line_format() -> None:
+    line = format_line({**message(4), "now": "2026-11-24T13:18:22+00:00", "from_state": "STARTING", "pid": 42})
+    assert line == "13:18:22  h  a  STARTING -> RUNNING (pid 42)"
+    removed = {"event": "PROCESS_GROUP_REMOVED", "host": "h", "name": "a", "time": "2026-11-24T13:18:22+00:00"}
+    assert format_line(removed) == "13:18:22  h  a  removed"
 
 
 def test_bad_or_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:

@@ -42,6 +42,9 @@ SETTLE_DELAY = 0.5
 # Redis' return to a converged snapshot.
 RECONNECT_CAP = 1.0
 RPC_RETRY_DELAY = 2.0
+# While idle, check this often that Redis still holds this host's records: an idle
+# listener must notice a Redis restart, flush or eviction as fast as a busy one.
+HEARTBEAT = 1.0
 
 
 def make_redis_client(config: ListenerConfig) -> redis.Redis:
@@ -86,6 +89,7 @@ class RedisSink:
         self._resync_reason: Optional[str] = "listener start"
         self._next_resync_at = 0.0
         self._settle_at: Optional[float] = None
+        self._next_heartbeat = 0.0
         self._outage_since: Optional[float] = None
         self._started_at = clock()
         self._throttle = Throttle(log)
@@ -142,7 +146,7 @@ class RedisSink:
 
     def _idle_timeout(self) -> float:
         now = self._clock()
-        deadlines = [now + 1.0]
+        deadlines = [now + 1.0, self._next_heartbeat]
         if self._settle_at is not None:
             deadlines.append(self._settle_at)
         if self._resync_reason is not None:
@@ -153,6 +157,10 @@ class RedisSink:
         if self._outbox.pending():
             return  # publish what is queued first; the resync then corrects it
         now = self._clock()
+        if self._resync_reason is None and now >= self._next_heartbeat:
+            if not self._client.exists(self._config.meta_key):
+                self._resync_reason = "this host's records are missing from Redis"
+            self._next_heartbeat = now + HEARTBEAT
         if self._resync_reason is not None and now >= self._next_resync_at:
             self._resync(self._resync_reason)
         elif self._settle_at is not None and now >= self._settle_at:
@@ -255,6 +263,7 @@ class RedisSink:
         except BaseException:
             self._seq = previous_seq
             raise
+        self._next_heartbeat = self._clock() + HEARTBEAT
         for info in updated.values():
             self._table.set(info)
         for name in removed:
@@ -360,6 +369,7 @@ class RedisSink:
             raise
         self.published += len(messages)
         self.resyncs += 1
+        self._next_heartbeat = self._clock() + HEARTBEAT
         self._settle_at = None
         if truth is None and self._rpc is not None:
             # supervisord did not answer: try again soon, it is the only authority.

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The main job on a local fleet: podman containers as hosts, a Redis host, and
+# ansible-playbook rolling out proc_publisher with the playbook users copy.
+#   demo/demo.sh up     create (or reuse) the fleet, roll out, show it live
+#   demo/demo.sh down   remove the fleet
+# Environment: RAPTOR_DEMO_PREFIX (container names, default raptor-demo),
+# RAPTOR_DEMO_REDIS_PORT (loopback port of the demo's Redis, default 16390).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/molecule/containers.conf}"
+export PATH="$ROOT/.venv/bin:$PATH"
+PREFIX="${RAPTOR_DEMO_PREFIX:-raptor-demo}"
+PORT="${RAPTOR_DEMO_REDIS_PORT:-16390}"
+NETWORK="$PREFIX-net"
+PASSWORD="demo-pass"
+STATE="$ROOT/build/$PREFIX"
+REDIS_URL="redis://:$PASSWORD@127.0.0.1:$PORT/0"
+# inventory name, container hostname (deliberately not the same), image
+HOSTS=("web1 ip-10-42-0-11.demo.internal 12" "web2 ip-10-42-0-12.demo.internal 13" "worker1 ip-10-42-0-13.demo.internal 13")
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+down() {
+  local names=("$PREFIX-redis")
+  for entry in "${HOSTS[@]}"; do names+=("$PREFIX-${entry%% *}"); done
+  podman rm -f -t 0 "${names[@]}" >/dev/null 2>&1 || true
+  podman network rm -f "$NETWORK" >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+  echo "demo fleet $PREFIX removed"
+}
+
+container() {  # name hostname image [podman run options...]
+  local name="$1" hostname="$2" image="$3"
+  shift 3
+  if podman container exists "$name"; then
+    podman start "$name" >/dev/null
+  else
+    podman run -d --name "$name" --hostname "$hostname" --network "$NETWORK" "$@" \
+      "localhost/raptor-debian:$image" sleep infinity >/dev/null
+  fi
+}
+
+up() {
+  local started=$SECONDS
+  say "1/5 containers: a Redis host and three fleet hosts ($PREFIX-*)"
+  podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
+  container "$PREFIX-redis" "$PREFIX-redis" 12 --publish "127.0.0.1:$PORT:6379"
+  for entry in "${HOSTS[@]}"; do
+    read -r name hostname image <<<"$entry"
+    container "$PREFIX-$name" "$hostname" "$image"
+    printf '  %-8s container %-22s hostname %s (Debian %s)\n' "$name" "$PREFIX-$name" "$hostname" "$image"
+  done
+
+  mkdir -p "$STATE/collections/ansible_collections/velociraptor"
+  ln -sfn "$ROOT" "$STATE/collections/ansible_collections/velociraptor/raptor"
+  {
+    echo "all:"
+    echo "  vars:"
+    echo "    ansible_connection: containers.podman.podman"
+    echo "    ansible_python_interpreter: /usr/bin/python3"
+    echo "    ansible_become: false  # containers run as root and have no sudo"
+    echo "    raptor_redis_password: $PASSWORD"
+    echo "    raptor_programs_per_host: 3"
+    echo "  children:"
+    echo "    redis:"
+    echo "      hosts:"
+    echo "        $PREFIX-redis:"
+    echo "    fleet:"
+    echo "      vars:"
+    echo "        proc_publisher_redis_url: redis://:$PASSWORD@$PREFIX-redis:6379/0"
+    echo "        proc_publisher_wheelhouse: $ROOT/build/wheelhouse"
+    echo "      hosts:"
+    for entry in "${HOSTS[@]}"; do
+      read -r name _ _ <<<"$entry"
+      echo "        $name: {ansible_host: $PREFIX-$name}"
+    done
+  } >"$STATE/inventory.yml"
+  export ANSIBLE_COLLECTIONS_PATH="$STATE/collections" ANSIBLE_NOCOLOR=1 ANSIBLE_DISPLAY_SKIPPED_HOSTS=false
+  export ANSIBLE_CALLBACK_RESULT_FORMAT=yaml ANSIBLE_STDOUT_CALLBACK=default
+
+  say "2/5 prepare: supervisor and three programs on each fleet host, redis-server on the Redis host"
+  ansible-playbook -i "$STATE/inventory.yml" "$ROOT/molecule/shared/prepare.yml" | tail -n 6
+
+  say "3/5 roll out: ansible-playbook playbooks/site.yml (the playbook you copy)"
+  ansible-playbook -i "$STATE/inventory.yml" "$ROOT/playbooks/site.yml" -e proc_publisher_hosts=fleet | tail -n 6
+
+  say "4/5 live: restarting a program on web1 and one on worker1; their messages as they arrive"
+  raptor tail --redis-url "$REDIS_URL" --format line --event 'PROCESS_STATE_*' --count 8 &
+  local tail_pid=$!
+  python3 - "$PORT" "$PASSWORD" <<'PY'
+import sys, time, socket
+port, password = int(sys.argv[1]), sys.argv[2]
+deadline = time.time() + 20
+while time.time() < deadline:  # until raptor tail has subscribed
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"AUTH {password}\r\nPUBSUB NUMSUB proc_events\r\n".encode())
+        time.sleep(0.1)
+        if s.recv(4096).rstrip().endswith(b":1"):
+            sys.exit(0)
+sys.exit("raptor tail did not subscribe")
+PY
+  podman exec "$PREFIX-web1" supervisorctl restart node_example-v1-local-f96054b7-web-5000 >/dev/null
+  podman exec "$PREFIX-worker1" supervisorctl restart node_example-v3-local-f96054b7-web-5002 >/dev/null
+  wait "$tail_pid"
+
+  say "5/5 the fleet, read back from Redis: raptor status"
+  local code=0
+  raptor status --redis-url "$REDIS_URL" || code=$?
+  if [ "$code" = 0 ]; then
+    echo "no duplicate hosts: every host publishes under its inventory name, not its container hostname"
+  fi
+  cat <<TXT
+
+Done in $((SECONDS - started)) s. The fleet keeps running. Try:
+  export REDIS_URL=$REDIS_URL
+  .venv/bin/raptor watch                                   # live view; Ctrl-C to leave
+  podman exec $PREFIX-web2 supervisorctl restart all       # watch it happen
+  podman exec $PREFIX-redis pkill redis-server             # break Redis ...
+  podman exec $PREFIX-redis redis-server --requirepass $PASSWORD --protected-mode no --daemonize yes
+                                                           # ... bring it back: the view resyncs
+  make demo-down                                           # remove it all
+TXT
+  return "$code"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

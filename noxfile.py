@@ -38,3 +38,10 @@ os.environ["PATH"] = os.pathsep.join([*(os.path.dirname(p) for p in FOUND.values
 def tests(session: nox.Session) -> None:
     session.install(".[test]")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=sorted(FOUND)[:1])
+def oldest_redis(session: nox.Session) -> None:
+    """The floor of the dependency range: redis-py 5.0 on the oldest Python found."""
+    session.install(".[test]", "redis==5.0.*")
+    session.run("pytest", "-q", *session.posargs)

@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 
 from .fleet import Apply, Fleet
 
@@ -35,7 +35,7 @@ class Follower:
         self.messages = 0
         self.resyncs = 0
         self.last_error: Optional[str] = None
-        self._backoff = ExponentialWithJitterBackoff(base=0.1, cap=2.0)
+        self._backoff = EqualJitterBackoff(base=0.1, cap=2.0)
 
     def run(
         self,

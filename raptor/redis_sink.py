@@ -20,7 +20,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
 from . import __version__
@@ -55,7 +55,7 @@ def make_redis_client(config: ListenerConfig) -> redis.Redis:
         socket_connect_timeout=3.0,
         socket_keepalive=True,
         health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+        retry=Retry(EqualJitterBackoff(base=0.05, cap=0.5), retries=2),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         client_name=f"proc_publisher-{os.getpid()}",
     )
@@ -93,7 +93,7 @@ class RedisSink:
         self._outage_since: Optional[float] = None
         self._started_at = clock()
         self._throttle = Throttle(log)
-        self._backoff = ExponentialWithJitterBackoff(base=0.05, cap=RECONNECT_CAP)
+        self._backoff = EqualJitterBackoff(base=0.05, cap=RECONNECT_CAP)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raptor-redis-sink", daemon=True)
         self.published = 0

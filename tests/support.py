@@ -52,10 +52,17 @@ def velociraptor_names(count: int, app: str = "node_example") -> List[str]:
 class RedisServer:
     """A redis-server of the tests' own, on a free loopback port."""
 
-    def __init__(self, directory: Path, port: Optional[int] = None, password: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: Optional[int] = None,
+        password: Optional[str] = None,
+        extra_args: Iterable[str] = (),
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.password = password
+        self.extra_args = list(extra_args)
         self.process: Optional[subprocess.Popen[bytes]] = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -74,6 +81,7 @@ class RedisServer:
         args += ["--dir", str(self.directory), "--daemonize", "no", "--protected-mode", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         with open(self.directory / "redis.log", "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.client().ping(), 10, f"redis-server on port {self.port}")
@@ -102,6 +110,10 @@ class Supervisord:
         listeners: Optional[Dict[str, str]] = None,
         autostart: bool = True,
         program_command: str = "sleep 100000",
+        listener_command: Optional[str] = None,
+        group: Optional[str] = None,
+        program_options: Optional[Dict[str, str]] = None,
+        program_commands: Optional[Dict[str, str]] = None,
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -115,6 +127,11 @@ class Supervisord:
         self.listeners = listeners or {"proc_publisher": hostname}
         self.autostart = autostart
         self.program_command = program_command
+        self.listener_command = listener_command or str(BIN / "proc_publisher")
+        # All programs in one [group:...], so `restart GROUP:*` leaves the listener alone.
+        self.group = group
+        self.program_options = program_options or {}
+        self.program_commands = program_commands or {}
         self.socket = directory / "supervisor.sock"
         self.conf = directory / "supervisord.conf"
         self.log = directory / "supervisord.log"
@@ -154,7 +171,7 @@ class Supervisord:
             environment = ",".join(f"{k}={self.quote(v)}" for k, v in env.items())
             lines += [
                 f"[eventlistener:{name}]",
-                f"command={BIN / 'proc_publisher'}",
+                f"command={self.listener_command}",
                 "events=PROCESS_STATE,PROCESS_GROUP,TICK_60",
                 f"buffer_size={self.buffer_size}",
                 f"environment={environment}",
@@ -162,14 +179,16 @@ class Supervisord:
                 "",
             ]
         for name in self.programs:
+            options = {"startsecs": "1", "stopwaitsecs": "5", **self.program_options}
             lines += [
                 f"[program:{name}]",
-                f"command={self.program_command}",
+                f"command={self.program_commands.get(name, self.program_command)}",
                 f"autostart={'true' if self.autostart else 'false'}",
-                "startsecs=1",
-                "stopwaitsecs=5",
+                *(f"{k}={v}" for k, v in options.items()),
                 "",
             ]
+        if self.group:
+            lines += [f"[group:{self.group}]", f"programs={','.join(self.programs)}", ""]
         self.conf.write_text("\n".join(lines), encoding="utf-8")
 
     def start(self) -> Supervisord:
@@ -227,6 +246,10 @@ class Supervisord:
         truth = self.truth()
         return all(truth.get(name, {}).get("statename") == "RUNNING" for name in self.programs)
 
+    def discarded_events(self) -> int:
+        """Events supervisord threw away because the listener's buffer was full."""
+        return self.log_text().count("event buffer overflowed, discarding event")
+
 
 class Collector:
     """Subscribes to the channel and keeps every JSON message; reconnects after outages."""
@@ -269,6 +292,7 @@ class Collector:
                     except ValueError:
                         self.non_json += 1
                         continue
+                    message["_received"] = time.monotonic()
                     with self._lock:
                         self.messages.append(message)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):

@@ -1,0 +1,40 @@
+"""The benchmark scripts still run (figures are checked by make bench, not here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--runs", "1", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    for key in (
+        "overflow_start_200",
+        "overflow_restart_200",
+        "converge_after_burst_s",
+        "ack_p99_ms",
+        "ack_p99_redis_frozen_ms",
+        "converge_after_outage_s",
+        "rss_mb",
+        "fleet_ingest_msgs_per_s",
+    ):
+        assert key in results["raptor"], key
+    assert {"seed_config", "sync_getallprocessinfo", "vr_agent_2_0_0", "meta"} <= results.keys()
+    assert (tmp_path / "burst.png").stat().st_size > 10_000
+    assert "| figure | target |" in (tmp_path / "README.md").read_text()

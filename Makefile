@@ -68,7 +68,7 @@ demo: images wheelhouse
 demo-down:
 	demo/demo.sh down
 
-# The design's targets side by side with the baselines (about 25 minutes).
+# The design's targets side by side with the baselines (about 20 minutes).
 bench: deps $(BIN)/.installed
 	python -m bench.run
 

@@ -72,7 +72,7 @@ def write_readme(results: Dict[str, Any], targets: Dict[str, Tuple[str, str]], p
         "",
         "![burst](burst.png)",
         "",
-        "Re-run: `make bench` (about 25 minutes; `python -m bench.run --quick` for a smoke run). "
+        "Re-run: `make bench` (about 20 minutes; `python -m bench.run --quick` for a smoke run). "
         "Raw numbers: `latest.json`.",
         "",
     ]
@@ -88,7 +88,7 @@ def write_plot(results: Dict[str, Any], bursts: Dict[str, List[float]], path: Pa
     left.set_title(f"`supervisorctl restart all` of {results['meta']['programs']} programs")
     left.set_xlabel("seconds since the restart began")
     left.set_ylabel("messages published (cumulative)")
-    left.legend(loc="upper left")
+    left.legend(loc="center right")
     series = results["raptor"].get("rss_series", [])
     if series:
         right.plot([t for t, _ in series], [mb for _, mb in series], color="tab:blue")

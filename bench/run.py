@@ -92,7 +92,7 @@ class Bench:
             buffer_size=10 if variant == "seed_config" else 1024,
             listener_command=listener,
             group="fleet",
-            listener_env={"PYTHONPATH": str(ROOT)},
+            listener_env={"PYTHONPATH": str(ROOT), **json.loads(os.environ.get("RAPTOR_BENCH_LISTENER_ENV", "{}"))},
             **options,
         )
 
@@ -304,7 +304,7 @@ class Bench:
             stderr = sup.listener_log()
             last_error = [line for line in stderr.splitlines() if line.strip()][-1:] or [""]
             return {
-                "result": "crashes at its first PROCESS_STATE event; supervisord restarts it in a loop",
+                "result": "crashed and was restarted by supervisord in a loop; published nothing",
                 "crashes_in_run": sup.log_text().count("exited: proc_publisher"),
                 "messages_published": len(collector.snapshot()),
                 "last_error": last_error[0][-200:],
@@ -422,6 +422,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     results = run_all(args.quick, args.runs, args.redis_py)
     bursts = results.pop("_bursts")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bursts.json").write_text(json.dumps(bursts) + "\n")  # to redraw the plot
     results["meta"] = {
         **machine(),
         "command": "make bench" if not args.quick else "python -m bench.run --quick",

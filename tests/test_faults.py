@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from .support import (
     BIN,
@@ -23,6 +25,15 @@ from .support import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def start_and_settle(sup: Supervisord, redis_server: RedisServer) -> redis.Redis:
+    """Start supervisord; return a client once the snapshot matches its programs."""
+    sup.start()
+    wait_for(sup.programs_running, 60, "programs to run")
+    client = redis_server.client()
+    wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 5, "snapshot after start")
+    return client
 
 
 def listener_pid(sup: Supervisord) -> int:
@@ -89,23 +100,24 @@ def test_redis_down_at_start_then_back(tmp_path: Path) -> None:
         redis_server.stop()
 
 
-def restart_burst(sup: Supervisord) -> subprocess.Popen[bytes]:
-    """Stop every program (not the listener) in the background: 400 transitions."""
+def supervisorctl_in_background(sup: Supervisord, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(BIN / "supervisorctl"), "-c", str(sup.conf), "stop", *sup.programs],
+        [str(BIN / "supervisorctl"), "-c", str(sup.conf), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def restart_burst(sup: Supervisord) -> subprocess.Popen[bytes]:
+    """Stop every program (not the listener) in the background: 400 transitions."""
+    return supervisorctl_in_background(sup, "stop", *sup.programs)
 
 
 def test_redis_killed_mid_burst_converges_within_2s(tmp_path: Path, redis_server: RedisServer) -> None:
     sup = Supervisord(tmp_path / "sup", velociraptor_names(200), redis_server.url)
     collector = Collector(redis_server.port).start()
     try:
-        sup.start()
-        wait_for(sup.programs_running, 60, "programs to run")
-        client = redis_server.client()
-        wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 5, "snapshot after start")
+        client = start_and_settle(sup, redis_server)
         pid = listener_pid(sup)
 
         burst = restart_burst(sup)
@@ -136,10 +148,7 @@ def test_partition_mid_burst_converges_within_2s(tmp_path: Path, redis_server: R
     sup = Supervisord(tmp_path / "sup", velociraptor_names(200), f"redis://127.0.0.1:{proxy.port}/0")
     collector = Collector(redis_server.port).start()
     try:
-        sup.start()
-        wait_for(sup.programs_running, 60, "programs to run")
-        client = redis_server.client()
-        wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 5, "snapshot after start")
+        client = start_and_settle(sup, redis_server)
         pid = listener_pid(sup)
 
         burst = restart_burst(sup)
@@ -401,5 +410,24 @@ def test_idle_listener_republishes_after_redis_restarts_empty(tmp_path: Path, re
         client = redis_server.client()
         client.flushall()  # the same for a flush or an eviction
         wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 2.0, "snapshot rebuilt after FLUSHALL")
+    finally:
+        sup.stop()
+
+
+def test_listener_killed_mid_burst_converges(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A crash loses what the dead listener had queued; the next run's resync restores it."""
+    sup = Supervisord(tmp_path / "sup", velociraptor_names(100), redis_server.url, group="fleet")
+    try:
+        client = start_and_settle(sup, redis_server)
+        old = listener_pid(sup)
+        burst = supervisorctl_in_background(sup, "restart", "fleet:*")
+        time.sleep(0.3)
+        os.kill(old, signal.SIGKILL)
+        assert burst.wait(120) == 0
+        wait_for(sup.programs_running, 60, "programs to run")
+        new = wait_for(lambda: listener_pid(sup) != old and listener_pid(sup), 10, "supervisord to restart it")
+        assert new != old
+        wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 3, "snapshot after the crash")
+        assert sup.listener_info()["statename"] == "RUNNING"
     finally:
         sup.stop()

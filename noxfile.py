@@ -40,7 +40,11 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs)
 
 
-@nox.session(python=sorted(FOUND)[:1])
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+@nox.session(python=sorted(FOUND, key=_version)[:1])
 def oldest_redis(session: nox.Session) -> None:
     """The floor of the dependency range: redis-py 5.0 on the oldest Python found."""
     session.install(".[test]", "redis==5.0.*")

@@ -45,6 +45,9 @@ RPC_RETRY_DELAY = 2.0
 # While idle, check this often that Redis still holds this host's records: an idle
 # listener must notice a Redis restart, flush or eviction as fast as a busy one.
 HEARTBEAT = 1.0
+# A requested resync waits for the queue to drain (it then corrects what was
+# published), but no longer than this under a sustained flood of events.
+RESYNC_MAX_WAIT = 2.0
 
 
 def make_redis_client(config: ListenerConfig) -> redis.Redis:
@@ -88,6 +91,7 @@ class RedisSink:
         self._seq = 0
         self._resync_reason: Optional[str] = "listener start"
         self._next_resync_at = 0.0
+        self._resync_waiting_since: Optional[float] = None
         self._settle_at: Optional[float] = None
         self._next_heartbeat = 0.0
         self._outage_since: Optional[float] = None
@@ -154,9 +158,14 @@ class RedisSink:
         return max(0.0, min(deadlines) - now)
 
     def _resync_if_due(self) -> None:
-        if self._outbox.pending():
-            return  # publish what is queued first; the resync then corrects it
         now = self._clock()
+        if self._resync_reason is None:
+            self._resync_waiting_since = None
+        elif self._resync_waiting_since is None:
+            self._resync_waiting_since = now
+        overdue = self._resync_waiting_since is not None and now - self._resync_waiting_since >= RESYNC_MAX_WAIT
+        if self._outbox.pending() and not overdue:
+            return  # publish what is queued first; the resync then corrects it
         if self._resync_reason is None and now >= self._next_heartbeat:
             if not self._client.exists(self._config.meta_key):
                 self._resync_reason = "this host's records are missing from Redis"
@@ -369,6 +378,7 @@ class RedisSink:
             raise
         self.published += len(messages)
         self.resyncs += 1
+        self._resync_waiting_since = None
         self._next_heartbeat = self._clock() + HEARTBEAT
         self._settle_at = None
         if truth is None and self._rpc is not None:

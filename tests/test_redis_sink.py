@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -125,4 +127,31 @@ def test_rpc_failure_falls_back_then_retries(redis_server: RedisServer, outbox) 
         rpc.infos = [info("late", "RUNNING", 4)]
         wait_for(lambda: "late" in stored_snapshot(redis_server.client(), "h"), 5, "the retried resync")
     finally:
+        sink.stop(2)
+
+
+def test_a_requested_resync_is_not_starved_by_a_flood(redis_server: RedisServer, outbox) -> None:
+    rpc = StubRPC([info("a", "RUNNING", 1)])
+    sink = make_sink(redis_server, rpc, outbox)
+    stop = threading.Event()
+
+    def flood() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            outbox.put(ProcessStateChange(f"p{n % 500}", "g", "STOPPED", "STARTING", 0, 1000))
+            if n % 200 == 0:
+                time.sleep(0.001)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    try:
+        wait_for(lambda: sink.resyncs >= 1, 5, "the start resync")
+        flooder.start()
+        wait_for(lambda: outbox.pending() > 0, 5, "a backlog")
+        before = sink.resyncs
+        outbox.request_resync("TICK_60")
+        wait_for(lambda: sink.resyncs > before, 4, "the TICK resync despite the flood")
+    finally:
+        stop.set()
+        flooder.join(5)
         sink.stop(2)

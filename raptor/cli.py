@@ -13,14 +13,14 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import redis
 
 from . import __version__
 from .config import DEFAULT_CHANNEL, ConfigError, redact_url, validate_redis_url
-from .fleet import Fleet, Host
-from .follow import Follower, make_client
+from .fleet import Fleet, Host, state_order
+from .follow import Follower, make_client, parse_message
 
 EXIT_OK, EXIT_DUPLICATES, EXIT_ERROR = 0, 1, 2
 
@@ -41,11 +41,11 @@ def _table(rows: List[List[str]], out: TextIO) -> None:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
-def print_status(fleet: Fleet, hosts: List[Host], detail: bool, out: TextIO, now: float) -> None:
+def print_status(hosts: List[Host], duplicates: List[Tuple[str, str]], detail: bool, out: TextIO, now: float) -> None:
     if not hosts:
         out.write("no hosts publish to this Redis (no host_procs:* keys)\n")
     else:
-        states = sorted({s for h in hosts for s in h.counts()}, key=lambda s: (s != "RUNNING", s))
+        states = sorted({s for h in hosts for s in h.counts()}, key=state_order)
         rows = [["HOST", "PROCS", *states, "REFRESHED", "STATUS"]]
         for host in hosts:
             counts = host.counts()
@@ -63,7 +63,7 @@ def print_status(fleet: Fleet, hosts: List[Host], detail: bool, out: TextIO, now
                     pid = str(proc.get("pid") or "-")
                     rows.append([host.name, name, str(proc.get("statename")), pid, str(proc.get("description", ""))])
             _table(rows, out)
-    for a, b in fleet.duplicates():
+    for a, b in duplicates:
         out.write(f"DUPLICATE: {a} and {b} report the same processes with the same pids "
                   "(one supervisord publishing under two names)\n")  # fmt: skip
 
@@ -72,13 +72,14 @@ def cmd_status(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> in
     fleet = Fleet()
     fleet.load(client)
     hosts = fleet.select(args.host, args.app)
+    duplicates = fleet.duplicates()
     now = time.time()
     if args.json:
-        json.dump(fleet.as_json(hosts, now), out, indent=2, ensure_ascii=False)
+        json.dump(Fleet.as_json(hosts, duplicates, now), out, indent=2, ensure_ascii=False)
         out.write("\n")
     else:
-        print_status(fleet, hosts, detail=bool(args.host or args.app), out=out, now=now)
-    return EXIT_DUPLICATES if fleet.duplicates() else EXIT_OK
+        print_status(hosts, duplicates, detail=bool(args.host or args.app), out=out, now=now)
+    return EXIT_DUPLICATES if duplicates else EXIT_OK
 
 
 def format_line(message: Dict[str, Any]) -> str:
@@ -105,11 +106,8 @@ def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
             for raw in pubsub.listen():
                 data = raw["data"]
                 text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-                try:
-                    message = json.loads(text)
-                except ValueError:
-                    continue
-                if not isinstance(message, dict):
+                message = parse_message(text)
+                if message is None:
                     continue
                 if args.event and not fnmatch.fnmatchcase(str(message.get("event", "")), args.event):
                     continue

@@ -12,7 +12,7 @@ import fnmatch
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import redis
@@ -35,8 +35,6 @@ class Host:
     run_id: Optional[str] = None
     seq: int = 0
     refreshed: Optional[float] = None  # epoch of the last full snapshot refresh
-    updated: Optional[float] = None  # epoch of the last write of any kind
-    meta: Dict[str, str] = field(default_factory=dict)
 
     def age(self, now: float) -> Optional[float]:
         return None if self.refreshed is None else max(0.0, now - self.refreshed)
@@ -47,6 +45,11 @@ class Host:
 
     def counts(self) -> Dict[str, int]:
         return dict(Counter(p.get("statename", "UNKNOWN") for p in self.procs.values()))
+
+
+def state_order(state: str) -> Tuple[bool, str]:
+    """Sort key for state names: RUNNING first, then alphabetical."""
+    return (state != "RUNNING", state)
 
 
 class Apply:
@@ -129,11 +132,9 @@ class Fleet:
                 proc = proc_from_snapshot(name, raw)
                 host.procs[_decode(field_name)] = proc
         meta = {_decode(k): _decode(v) for k, v in meta_raw.items()}
-        host.meta = meta
         host.run_id = meta.get("run_id")
         host.seq = int(meta["seq"]) if meta.get("seq", "").isdigit() else 0
         host.refreshed = _float(meta.get("refreshed"))
-        host.updated = _float(meta.get("updated"))
         if host.refreshed is None and ttl and ttl > 0:
             # A publisher without a meta record (Velociraptor's own): estimate from the TTL.
             host.refreshed = now - (DEFAULT_SNAPSHOT_TTL - ttl)
@@ -162,7 +163,6 @@ class Fleet:
             elif host.run_id is not None or seq != 1:
                 verdict = Apply.RESYNC
             host.run_id, host.seq = run_id, seq
-        host.updated = time.time()
         if event == "PROCESS_GROUP_REMOVED":
             host.procs.pop(name, None)
         elif event.startswith("PROCESS_STATE_"):
@@ -181,7 +181,7 @@ class Fleet:
         for host in hosts:
             procs = {n: p for n, p in host.procs.items() if p.get("app_name") == app}
             if procs:
-                selected.append(Host(host.name, procs, host.run_id, host.seq, host.refreshed, host.updated, host.meta))
+                selected.append(replace(host, procs=procs))
         return selected
 
     def duplicates(self) -> List[Tuple[str, str]]:
@@ -212,20 +212,19 @@ class Fleet:
                 pairs.append((a, b))
         return sorted(pairs)
 
-    def as_json(self, hosts: List[Host], now: float) -> Dict[str, Any]:
-        return {
-            "hosts": [
-                {
-                    "host": host.name,
-                    "procs": [host.procs[n] for n in sorted(host.procs)],
-                    "counts": host.counts(),
-                    "stale": host.stale(now),
-                    "refreshed": host.refreshed,
-                    "age_s": None if host.age(now) is None else round(host.age(now) or 0.0, 1),
-                    "run_id": host.run_id,
-                    "seq": host.seq,
-                }
-                for host in hosts
-            ],
-            "duplicates": [list(pair) for pair in self.duplicates()],
-        }
+    @staticmethod
+    def as_json(hosts: List[Host], duplicates: List[Tuple[str, str]], now: float) -> Dict[str, Any]:
+        def host_json(host: Host) -> Dict[str, Any]:
+            age = host.age(now)
+            return {
+                "host": host.name,
+                "procs": [host.procs[n] for n in sorted(host.procs)],
+                "counts": host.counts(),
+                "stale": host.stale(now),
+                "refreshed": host.refreshed,
+                "age_s": None if age is None else round(age, 1),
+                "run_id": host.run_id,
+                "seq": host.seq,
+            }
+
+        return {"hosts": [host_json(host) for host in hosts], "duplicates": [list(pair) for pair in duplicates]}

@@ -22,6 +22,16 @@ log = logging.getLogger("raptor.follow")
 RELOAD_EVERY = 30.0  # seconds: picks up hosts that publish nothing, and refresh ages
 
 
+def parse_message(data: Any) -> Optional[Dict[str, Any]]:
+    """A channel message as a dict, or None for anything else (other subscribers
+    publish plain strings such as "flush")."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
 def make_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=3.0, socket_keepalive=True, health_check_interval=0)
 
@@ -82,11 +92,8 @@ class Follower:
                 next_reload = time.monotonic() + RELOAD_EVERY
 
     def handle(self, data: Any, on_change: Callable[[Dict[str, Any]], None]) -> None:
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return  # other subscribers publish plain strings such as "flush"
-        if not isinstance(message, dict):
+        message = parse_message(data)
+        if message is None:
             return
         self.messages += 1
         verdict = self.fleet.apply(message)

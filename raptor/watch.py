@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .fleet import Fleet
+from .fleet import Fleet, state_order
 from .follow import Follower
 
 HIGHLIGHT_FOR = 3.0  # seconds a changed row stays highlighted
@@ -64,7 +64,7 @@ def render(
         for state, count in host.counts().items():
             counts[state] = counts.get(state, 0) + count
     summary = Text(f"raptor watch — {len(hosts)} host{'' if len(hosts) == 1 else 's'}, {total} processes  ")
-    for state in sorted(counts, key=lambda s: (s != "RUNNING", s)):
+    for state in sorted(counts, key=state_order):
         summary.append(f"{state} {counts[state]}  ", style=STATE_STYLES.get(state, ""))
     summary.append(f"  [{status}]", style="dim" if status == "live" else "bold red")
     lines: list[Any] = [summary]

@@ -38,7 +38,6 @@ import redis
 from raptor.fleet import Fleet
 from raptor.follow import Follower
 from tests.support import (
-    BIN,
     Collector,
     RedisServer,
     Supervisord,
@@ -162,11 +161,7 @@ class Bench:
                 if frozen:
                     assert self.redis.process is not None
                     self.redis.process.send_signal(signal.SIGSTOP)
-                burst = subprocess.Popen(
-                    [str(BIN / "supervisorctl"), "-c", str(sup.conf), "restart", "fleet:*"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                burst = sup.ctl_in_background("restart", "fleet:*")
                 # A listener that waits for the frozen Redis holds the burst up: thaw after 5 s.
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     burst.wait(5 if frozen else 120)
@@ -196,11 +191,7 @@ class Bench:
             sup.start()
             wait_for(sup.programs_running, 120, "programs to run")
             wait_for(lambda: self.converged(sup), 30, "start")
-            burst = subprocess.Popen(
-                [str(BIN / "supervisorctl"), "-c", str(sup.conf), "restart", "fleet:*"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            burst = sup.ctl_in_background("restart", "fleet:*")
             time.sleep(0.3)
             self.redis.stop(kill=True)
             time.sleep(down_for)

@@ -87,17 +87,14 @@ up() {
   say "4/5 live: restarting a program on web1 and one on worker1; their messages as they arrive"
   raptor tail --redis-url "$REDIS_URL" --format line --event 'PROCESS_STATE_*' --count 8 &
   local tail_pid=$!
-  python3 - "$PORT" "$PASSWORD" <<'PY'
-import sys, time, socket
-port, password = int(sys.argv[1]), sys.argv[2]
-deadline = time.time() + 20
-while time.time() < deadline:  # until raptor tail has subscribed
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(f"AUTH {password}\r\nPUBSUB NUMSUB proc_events\r\n".encode())
-        time.sleep(0.1)
-        if s.recv(4096).rstrip().endswith(b":1"):
-            sys.exit(0)
-sys.exit("raptor tail did not subscribe")
+  python - "$REDIS_URL" <<'PY'
+import sys, time, redis
+client = redis.Redis.from_url(sys.argv[1])
+deadline = time.monotonic() + 20
+while client.pubsub_numsub("proc_events")[0][1] < 1:  # until raptor tail has subscribed
+    if time.monotonic() > deadline:
+        sys.exit("raptor tail did not subscribe")
+    time.sleep(0.1)
 PY
   podman exec "$PREFIX-web1" supervisorctl restart node_example-v1-local-f96054b7-web-5000 >/dev/null
   podman exec "$PREFIX-worker1" supervisorctl restart node_example-v3-local-f96054b7-web-5002 >/dev/null

@@ -229,6 +229,14 @@ class Supervisord:
             check=False,
         )
 
+    def ctl_in_background(self, *args: str) -> subprocess.Popen[bytes]:
+        """supervisorctl running while the caller does something else (a burst)."""
+        return subprocess.Popen(
+            [str(BIN / "supervisorctl"), "-c", str(self.conf), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def truth(self) -> Dict[str, Dict[str, Any]]:
         return {info["name"]: info for info in self.rpc().supervisor.getAllProcessInfo()}
 

@@ -100,17 +100,9 @@ def test_redis_down_at_start_then_back(tmp_path: Path) -> None:
         redis_server.stop()
 
 
-def supervisorctl_in_background(sup: Supervisord, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(BIN / "supervisorctl"), "-c", str(sup.conf), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def restart_burst(sup: Supervisord) -> subprocess.Popen[bytes]:
     """Stop every program (not the listener) in the background: 400 transitions."""
-    return supervisorctl_in_background(sup, "stop", *sup.programs)
+    return sup.ctl_in_background("stop", *sup.programs)
 
 
 def test_redis_killed_mid_burst_converges_within_2s(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -420,7 +412,7 @@ def test_listener_killed_mid_burst_converges(tmp_path: Path, redis_server: Redis
     try:
         client = start_and_settle(sup, redis_server)
         old = listener_pid(sup)
-        burst = supervisorctl_in_background(sup, "restart", "fleet:*")
+        burst = sup.ctl_in_background("restart", "fleet:*")
         time.sleep(0.3)
         os.kill(old, signal.SIGKILL)
         assert burst.wait(120) == 0

@@ -20,7 +20,7 @@ import redis
 from . import __version__
 from .config import DEFAULT_CHANNEL, ConfigError, redact_url, validate_redis_url
 from .fleet import Fleet, Host, state_order
-from .follow import Follower, make_client, parse_message
+from .follow import Follower, make_client, next_message, parse_message
 
 EXIT_OK, EXIT_DUPLICATES, EXIT_ERROR = 0, 1, 2
 
@@ -103,7 +103,10 @@ def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
         pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(args.channel)
-            for raw in pubsub.listen():
+            while args.count is None or printed < args.count:
+                raw = next_message(pubsub, 1.0)
+                if raw is None:
+                    continue
                 data = raw["data"]
                 text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
                 message = parse_message(text)
@@ -116,8 +119,6 @@ def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
                 out.write((format_line(message) if args.format == "line" else text) + "\n")
                 out.flush()
                 printed += 1
-                if args.count is not None and printed >= args.count:
-                    break
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             sys.stderr.write("raptor tail: Redis unreachable, reconnecting\n")
             time.sleep(1.0)

@@ -20,6 +20,7 @@ from .fleet import Apply, Fleet
 
 log = logging.getLogger("raptor.follow")
 RELOAD_EVERY = 30.0  # seconds: picks up hosts that publish nothing, and refresh ages
+MESSAGE_DEADLINE = 30.0  # seconds a message that has begun to arrive may take to arrive whole
 
 
 def parse_message(data: Any) -> Optional[Dict[str, Any]]:
@@ -30,6 +31,22 @@ def parse_message(data: Any) -> Optional[Dict[str, Any]]:
     except ValueError:
         return None
     return message if isinstance(message, dict) else None
+
+
+def next_message(pubsub: Any, wait: float) -> Optional[Dict[str, Any]]:
+    """The next pub/sub message, or None when none begins to arrive within ``wait``.
+
+    Waiting and reading are split on purpose. redis-py 8 applies get_message()'s
+    timeout to every socket read of a message; when a message arrives in parts
+    further apart than that (a busy Redis writes a large MULTI/EXEC's output in
+    pieces), it reconnects behind the caller's back and drops what it had buffered
+    and what was published meanwhile. Here only the wait is short: a message that
+    has begun is read to its end.
+    """
+    if not pubsub.connection.can_read(timeout=wait):
+        return None
+    message: Optional[Dict[str, Any]] = pubsub.get_message(timeout=MESSAGE_DEADLINE)
+    return message
 
 
 def make_client(url: str) -> redis.Redis:
@@ -82,7 +99,7 @@ class Follower:
     ) -> None:
         next_reload = time.monotonic() + RELOAD_EVERY
         while not should_stop():
-            raw = pubsub.get_message(timeout=poll)
+            raw = next_message(pubsub, poll)
             if raw is not None:
                 self.handle(raw["data"], on_change)
             else:

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from supervisor.xmlrpc import SupervisorTransport
+
+from raptor.follow import next_message
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -286,13 +290,21 @@ class Collector:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=2)
+                # No retries: redis-py must not reconnect behind the collector's back,
+                # or `connections` would not count the reconnects that lose messages.
+                client = redis.Redis(
+                    host="127.0.0.1",
+                    port=self.port,
+                    password=self.password,
+                    socket_connect_timeout=2,
+                    retry=Retry(NoBackoff(), 0),
+                )
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self.connections += 1
                 self._subscribed.set()
                 while not self._stop.is_set():
-                    raw = pubsub.get_message(timeout=0.2)
+                    raw = next_message(pubsub, 0.2)
                     if raw is None:
                         continue
                     try:
@@ -361,6 +373,7 @@ class TcpProxy:
         self._listener: Optional[socket.socket] = None
         self._conns: List[socket.socket] = []
         self._lock = threading.Lock()
+        self._stall = 0.0
 
     @property
     def up(self) -> bool:
@@ -374,6 +387,11 @@ class TcpProxy:
         self._listener = sock
         threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
         return self
+
+    def stall_next_reply(self, seconds: float) -> None:
+        """Deliver the next large chunk from Redis in two halves, `seconds` apart, as a
+        busy server writing a big reply in pieces would."""
+        self._stall = seconds
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -390,12 +408,16 @@ class TcpProxy:
             with self._lock:
                 self._conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, from_redis: bool = False) -> None:
         try:
             while data := src.recv(65536):
+                if from_redis and self._stall and len(data) > 1000:
+                    pause, self._stall = self._stall, 0.0
+                    dst.sendall(data[: len(data) // 2])
+                    time.sleep(pause)
+                    data = data[len(data) // 2 :]
                 dst.sendall(data)
         except OSError:
             pass

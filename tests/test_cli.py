@@ -14,10 +14,10 @@ from rich.console import Console
 
 from raptor.cli import format_line
 from raptor.fleet import Apply, Fleet
-from raptor.follow import Follower, make_client
+from raptor.follow import Follower, make_client, next_message
 from raptor.watch import describe_live, render
 
-from .support import BIN, RedisServer, Supervisord, snapshot_differences, velociraptor_names, wait_for
+from .support import BIN, RedisServer, Supervisord, TcpProxy, snapshot_differences, velociraptor_names, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +119,42 @@ def test_tail_prints_json_lines_and_ignores_non_json(tmp_path: Path, redis_serve
         assert {e["host"] for e in events} == {"web3"}
     finally:
         sup.stop()
+
+
+def test_a_message_arriving_in_parts_is_read_whole_and_nothing_is_dropped(redis_server: RedisServer) -> None:
+    """A busy Redis writes a big MULTI/EXEC's messages in pieces. redis-py 8's
+    get_message(timeout) gives up mid-message and reconnects, dropping the batch;
+    next_message() must wait for the whole message instead."""
+    proxy = TcpProxy(redis_server.port).start()
+    try:
+        subscriber = make_client(f"redis://127.0.0.1:{proxy.port}/0")
+        pubsub = subscriber.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub.subscribe("proc_events")
+        publisher = redis_server.client()
+        wait_for(lambda: publisher.pubsub_numsub("proc_events")[0][1] == 1, 5, "the subscriber to subscribe")
+        received: List[int] = []
+
+        def drain(until: int) -> None:
+            deadline = time.monotonic() + 10
+            while (not received or received[-1] < until) and time.monotonic() < deadline:
+                raw = next_message(pubsub, 0.1)
+                if raw is not None:
+                    received.append(json.loads(raw["data"])["seq"])
+
+        publisher.publish("proc_events", json.dumps({"seq": 1}))
+        drain(1)
+        proxy.stall_next_reply(0.6)  # six times the wait given to next_message
+        batch = publisher.pipeline(transaction=True)
+        for seq in range(2, 101):
+            batch.publish("proc_events", json.dumps({"seq": seq, "padding": "x" * 200}))
+        batch.execute()
+        drain(100)
+        publisher.publish("proc_events", json.dumps({"seq": 101}))
+        drain(101)
+        assert received == list(range(1, 102))
+        pubsub.close()
+    finally:
+        proxy.stop()
 
 
 def test_follower_survives_a_redis_restart_and_resyncs(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import redis
 from redis.backoff import EqualJitterBackoff
@@ -113,13 +113,6 @@ class RedisSink:
         self._stopping.set()
         self._outbox.close()
         self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def seq(self) -> int:
-        return self._seq
 
     # -- main loop -------------------------------------------------------------
 
@@ -219,13 +212,14 @@ class RedisSink:
         pipe.hset(self._config.meta_key, mapping=meta)
         pipe.expire(self._config.meta_key, self._config.snapshot_ttl)
 
-    def _publish(self, items: List[Item]) -> None:
+    def _changes(self, items: List[Item]) -> Tuple[List[Message], Dict[str, ProcessInfo], Dict[str, str]]:
+        """The messages a batch publishes (numbered from the current seq), the snapshot
+        entries it updates and the ones it removes (name -> group)."""
         host = self._config.hostname
         seq = self._seq
         updated: Dict[str, ProcessInfo] = {}
         removed: Dict[str, str] = {}
         messages: List[Message] = []
-        now = self._clock()
         for item in items:
             if isinstance(item, ProcessStateChange):
                 previous = updated.get(item.name) or (None if item.name in removed else self._table.get(item.name))
@@ -257,6 +251,13 @@ class RedisSink:
                     )
                     updated.pop(name, None)
                     removed[name] = item.group
+        return messages, updated, removed
+
+    def _publish(self, items: List[Item]) -> None:
+        now = self._clock()
+        messages, updated, removed = self._changes(items)
+        if not messages:
+            return  # only PROCESS_GROUP_ADDED: nothing to say until the settle resync
         pipe = self._client.pipeline(transaction=True)
         for message in messages:
             pipe.publish(self._config.channel, encode(message))
@@ -265,7 +266,7 @@ class RedisSink:
         if removed:
             pipe.hdel(self._config.snapshot_key, *removed)
         pipe.expire(self._config.snapshot_key, self._config.snapshot_ttl)
-        previous_seq, self._seq = self._seq, seq
+        previous_seq, self._seq = self._seq, messages[-1]["seq"]
         try:
             self._meta(pipe, now, refreshed=False)
             pipe.execute()

@@ -97,8 +97,26 @@ def format_line(message: Dict[str, Any]) -> str:
     return f"{when}  {message.get('host')}  {message.get('name')}  {change}{resync}"
 
 
+def missed_before(message: Dict[str, Any], last_seen: Dict[str, Tuple[str, int]]) -> int:
+    """How many messages of this host's listener run never arrived before this one.
+
+    Pub/sub loses messages across a reconnect; `seq` (contiguous per run) shows it.
+    Unknown (0) for a host's first message or a new run."""
+    host, run_id, seq = message.get("host"), message.get("run_id"), message.get("seq")
+    if not isinstance(host, str) or not isinstance(run_id, str) or not isinstance(seq, int):
+        return 0
+    previous = last_seen.get(host)
+    if previous is not None and previous[0] == run_id and seq <= previous[1]:
+        return 0  # a re-sent batch (delivery is at least once)
+    last_seen[host] = (run_id, seq)
+    if previous is None or previous[0] != run_id:
+        return 0
+    return seq - previous[1] - 1
+
+
 def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
     printed = 0
+    last_seen: Dict[str, Tuple[str, int]] = {}
     while args.count is None or printed < args.count:
         pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
@@ -112,6 +130,11 @@ def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
                 message = parse_message(text)
                 if message is None:
                     continue
+                missed = missed_before(message, last_seen)
+                if missed:
+                    sys.stderr.write(
+                        f"raptor tail: {missed} messages from {message['host']} missed before seq {message['seq']}\n"
+                    )
                 if args.event and not fnmatch.fnmatchcase(str(message.get("event", "")), args.event):
                     continue
                 if args.host and not fnmatch.fnmatchcase(str(message.get("host", "")), args.host):

@@ -121,6 +121,25 @@ def test_tail_prints_json_lines_and_ignores_non_json(tmp_path: Path, redis_serve
         sup.stop()
 
 
+def test_tail_says_on_stderr_how_many_messages_of_a_run_it_missed(redis_server: RedisServer) -> None:
+    tail = subprocess.Popen(
+        [str(BIN / "raptor"), "tail", "--redis-url", redis_server.url, "--count", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = redis_server.client()
+    wait_for(lambda: client.pubsub_numsub("proc_events")[0][1] > 0, 10, "tail to subscribe")
+    # seq 3-4 lost, 5 re-sent (not a gap), then a new listener run (nothing known of it)
+    sent = [("run-a", 1), ("run-a", 2), ("run-a", 5), ("run-a", 5), ("run-b", 7)]
+    for run_id, seq in sent:
+        message = {"event": "PROCESS_STATE_RUNNING", "host": "web1", "name": "p", "run_id": run_id, "seq": seq}
+        client.publish("proc_events", json.dumps(message))
+    out, err = tail.communicate(timeout=20)
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 5, 5, 7]
+    assert err.splitlines() == ["raptor tail: 2 messages from web1 missed before seq 5"]
+
+
 def test_a_message_arriving_in_parts_is_read_whole_and_nothing_is_dropped(redis_server: RedisServer) -> None:
     """A busy Redis writes a big MULTI/EXEC's messages in pieces. redis-py 8's
     get_message(timeout) gives up mid-message and reconnects, dropping the batch;

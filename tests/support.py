@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from supervisor.xmlrpc import SupervisorTransport
 
-from raptor.follow import next_message
+from raptor.follow import next_message, parse_message
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -307,9 +307,8 @@ class Collector:
                     raw = next_message(pubsub, 0.2)
                     if raw is None:
                         continue
-                    try:
-                        message = json.loads(raw["data"])
-                    except ValueError:
+                    message = parse_message(raw["data"])
+                    if message is None:
                         self.non_json += 1
                         continue
                     message["_received"] = time.monotonic()

@@ -390,10 +390,7 @@ def test_idle_listener_republishes_after_redis_restarts_empty(tmp_path: Path, re
     """No event during the outage: the listener still notices and rebuilds its snapshot."""
     sup = Supervisord(tmp_path / "sup", velociraptor_names(5), redis_server.url)
     try:
-        sup.start()
-        wait_for(sup.programs_running, 30, "programs to run")
-        client = redis_server.client()
-        wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 5, "snapshot after start")
+        start_and_settle(sup, redis_server)
         redis_server.stop(kill=True)
         redis_server.start()  # empty, and nothing happens on the host
         started = time.monotonic()

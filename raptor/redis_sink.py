@@ -214,7 +214,8 @@ class RedisSink:
 
     def _changes(self, items: List[Item]) -> Tuple[List[Message], Dict[str, ProcessInfo], Dict[str, str]]:
         """The messages a batch publishes (numbered from the current seq), the snapshot
-        entries it updates and the ones it removes (name -> group)."""
+        entries it updates and the ones it removes (name -> group). A group added
+        publishes nothing; it schedules the settle resync, which reports its processes."""
         host = self._config.hostname
         seq = self._seq
         updated: Dict[str, ProcessInfo] = {}

@@ -5,15 +5,23 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
-APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
 export PATH := $(BIN):$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/molecule/containers.conf
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The collection is resolved from this checkout, whatever ~/.ansible holds.
+COLLECTIONS := $(CURDIR)/build/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/velociraptor/raptor
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_NOCOLOR := 1
 export NO_COLOR := 1
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons molecule demo-test demo demo-down bench deps images wheelhouse clean
+.PHONY: test lint pytest pythons molecule demo-test demo demo-down bench deps doctor images wheelhouse collection clean
+# Debian packages the tests and the demo need, each one named: redis-server for the
+# tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
+# without which containers cannot resolve each other's names (podman 4 on Debian 12
+# does not pull it in).
+DEBIAN_PACKAGES := redis-server podman runc debootstrap golang-github-containernetworking-plugin-dnsname
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +29,17 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Debian packages: redis-server for the tests; podman, runc and debootstrap for the
-# container fleet (molecule and the demo).
 deps:
-	@missing=""; \
-	for pair in redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap; do \
-	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; \
-	fi
+	scripts/deps.sh $(DEBIAN_PACKAGES)
+
+# Can this machine run the demo and the tests? Seconds; each failure says what to do.
+doctor:
+	scripts/doctor.sh $(DEBIAN_PACKAGES)
+
+collection: $(COLLECTION_LINK)
+$(COLLECTION_LINK):
+	mkdir -p $(@D)
+	ln -sfn $(CURDIR) $@
 
 images: deps
 	scripts/images.sh
@@ -39,7 +47,7 @@ images: deps
 wheelhouse: $(BIN)/.installed
 	PIP=$(BIN)/pip scripts/wheelhouse.sh
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed collection
 	ruff check .
 	ruff format --check .
 	mypy
@@ -53,16 +61,16 @@ pytest: deps $(BIN)/.installed
 pythons: deps $(BIN)/.installed
 	nox -s tests oldest_redis -- --ignore=tests/test_demo.py --ignore=tests/test_bench_smoke.py
 
-molecule: images wheelhouse
+molecule: images wheelhouse collection doctor
 	RAPTOR_MOLECULE_REDIS_PORT=$(FREE_PORT) molecule test -s default
 	RAPTOR_MOLECULE_REDIS_PORT_U=$(FREE_PORT) molecule test -s upgrade_absent
 
-demo-test: images wheelhouse
+demo-test: images wheelhouse doctor
 	pytest -q tests/test_demo.py
 
-test: lint pytest pythons molecule demo-test
+test: images doctor lint pytest pythons molecule demo-test
 
-demo: images wheelhouse
+demo: images wheelhouse doctor
 	demo/demo.sh up
 
 demo-down:

@@ -20,6 +20,28 @@ HOSTS=("web1 ip-10-42-0-11.demo.internal 12" "web2 ip-10-42-0-12.demo.internal 1
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# Every wait has a deadline: `within SECONDS WHAT command...` runs the command under
+# timeout(1) and, if it runs out, says what it waited for.
+within() {
+  local seconds="$1" what="$2" code=0
+  shift 2
+  timeout "$seconds" "$@" || code=$?
+  if [ "$code" = 124 ]; then
+    echo "demo: gave up after $seconds s waiting for $what" >&2
+  fi
+  return "$code"
+}
+
+# The last lines of each fleet host's listener log: what to look at when the fleet is silent.
+listener_logs() {
+  for entry in "${HOSTS[@]}"; do
+    local name="${entry%% *}"
+    echo "--- $name: /var/log/supervisor/proc_publisher.log (last lines)" >&2
+    timeout 20 podman exec "$PREFIX-$name" tail -n 5 /var/log/supervisor/proc_publisher.log >&2 2>/dev/null \
+      || echo "(no log: the listener never started)" >&2
+  done
+}
+
 down() {
   local names=("$PREFIX-redis")
   for entry in "${HOSTS[@]}"; do names+=("$PREFIX-${entry%% *}"); done
@@ -29,13 +51,23 @@ down() {
   echo "demo fleet $PREFIX removed"
 }
 
+playbook() {  # playbook [ansible-playbook options...]: its recap, or all its output if it fails
+  local log="$STATE/ansible.log" code=0
+  within 600 "ansible-playbook $(basename "$1")" ansible-playbook -i "$STATE/inventory.yml" "$@" >"$log" 2>&1 || code=$?
+  if [ "$code" != 0 ]; then
+    cat "$log" >&2
+    return "$code"
+  fi
+  tail -n 6 "$log"
+}
+
 container() {  # name hostname image [podman run options...]
   local name="$1" hostname="$2" image="$3"
   shift 3
   if podman container exists "$name"; then
-    podman start "$name" >/dev/null
+    within 60 "podman start $name" podman start "$name" >/dev/null
   else
-    podman run -d --name "$name" --hostname "$hostname" --network "$NETWORK" "$@" \
+    within 60 "podman run $name" podman run -d --name "$name" --hostname "$hostname" --network "$NETWORK" "$@" \
       "localhost/raptor-debian:$image" sleep infinity >/dev/null
   fi
 }
@@ -43,7 +75,17 @@ container() {  # name hostname image [podman run options...]
 up() {
   local started=$SECONDS
   say "1/5 containers: a Redis host and three fleet hosts ($PREFIX-*)"
+  if podman network exists "$NETWORK" && [ "$(podman network inspect "$NETWORK" --format '{{.DNSEnabled}}')" != true ]; then
+    # Made before the dnsname plugin was installed: its containers cannot resolve
+    # "$PREFIX-redis". Start over with a network that can.
+    echo "  network $NETWORK resolves no container names (made before dnsname was installed): recreating the fleet"
+    down >/dev/null
+  fi
   podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
+  if [ "$(podman network inspect "$NETWORK" --format '{{.DNSEnabled}}')" != true ]; then
+    echo "demo: podman network $NETWORK has no name resolution; run: make deps (installs the CNI dnsname plugin), then make doctor" >&2
+    return 1
+  fi
   container "$PREFIX-redis" "$PREFIX-redis" 12 --publish "127.0.0.1:$PORT:6379"
   for entry in "${HOSTS[@]}"; do
     read -r name hostname image <<<"$entry"
@@ -51,8 +93,8 @@ up() {
     printf '  %-8s container %-22s hostname %s (Debian %s)\n' "$name" "$PREFIX-$name" "$hostname" "$image"
   done
 
-  mkdir -p "$STATE/collections/ansible_collections/velociraptor"
-  ln -sfn "$ROOT" "$STATE/collections/ansible_collections/velociraptor/raptor"
+  mkdir -p "$STATE" "$ROOT/build/collections/ansible_collections/velociraptor"
+  ln -sfn "$ROOT" "$ROOT/build/collections/ansible_collections/velociraptor/raptor"
   {
     echo "all:"
     echo "  vars:"
@@ -75,34 +117,48 @@ up() {
       echo "        $name: {ansible_host: $PREFIX-$name}"
     done
   } >"$STATE/inventory.yml"
-  export ANSIBLE_COLLECTIONS_PATH="$STATE/collections" ANSIBLE_NOCOLOR=1 ANSIBLE_DISPLAY_SKIPPED_HOSTS=false
+  # The collection comes from this checkout, never from ~/.ansible.
+  export ANSIBLE_COLLECTIONS_PATH="$ROOT/build/collections" ANSIBLE_NOCOLOR=1 ANSIBLE_DISPLAY_SKIPPED_HOSTS=false
   export ANSIBLE_CALLBACK_RESULT_FORMAT=yaml ANSIBLE_STDOUT_CALLBACK=default
 
   say "2/5 prepare: supervisor and three programs on each fleet host, redis-server on the Redis host"
-  ansible-playbook -i "$STATE/inventory.yml" "$ROOT/molecule/shared/prepare.yml" | tail -n 6
+  playbook "$ROOT/molecule/shared/prepare.yml"
 
   say "3/5 roll out: ansible-playbook playbooks/site.yml (the playbook you copy)"
-  ansible-playbook -i "$STATE/inventory.yml" "$ROOT/playbooks/site.yml" -e proc_publisher_hosts=fleet | tail -n 6
+  playbook "$ROOT/playbooks/site.yml" -e proc_publisher_hosts=fleet
+  within 60 "every fleet host to publish its snapshot to Redis" python - "$REDIS_URL" "${HOSTS[@]%% *}" <<'PY' || { listener_logs; return 1; }
+import sys, time, redis
+client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)
+hosts, missing = sys.argv[2:], sys.argv[2:]
+while missing:
+    try:
+        missing = [h for h in hosts if not client.exists(f"host_procs:{h}")]
+    except redis.RedisError as exc:
+        print(f"  Redis at 127.0.0.1 not answering yet: {exc}", file=sys.stderr)
+    if missing:
+        time.sleep(0.2)
+print(f"  every fleet host publishes: {' '.join(hosts)}")
+PY
 
   say "4/5 live: restarting a program on web1 and one on worker1; their messages as they arrive"
-  raptor tail --redis-url "$REDIS_URL" --format line --event 'PROCESS_STATE_*' --count 8 &
+  within 60 "8 transitions from raptor tail" \
+    raptor tail --redis-url "$REDIS_URL" --format line --event 'PROCESS_STATE_*' --count 8 &
   local tail_pid=$!
-  python - "$REDIS_URL" <<'PY'
+  within 20 "raptor tail to subscribe" python - "$REDIS_URL" <<'PY' || { kill "$tail_pid" 2>/dev/null; return 1; }
 import sys, time, redis
-client = redis.Redis.from_url(sys.argv[1])
-deadline = time.monotonic() + 20
+client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)
 while client.pubsub_numsub("proc_events")[0][1] < 1:  # until raptor tail has subscribed
-    if time.monotonic() > deadline:
-        sys.exit("raptor tail did not subscribe")
     time.sleep(0.1)
 PY
-  podman exec "$PREFIX-web1" supervisorctl restart node_example-v1-local-f96054b7-web-5000 >/dev/null
-  podman exec "$PREFIX-worker1" supervisorctl restart node_example-v3-local-f96054b7-web-5002 >/dev/null
-  wait "$tail_pid"
+  within 60 "supervisorctl restart on web1" \
+    podman exec "$PREFIX-web1" supervisorctl restart node_example-v1-local-f96054b7-web-5000 >/dev/null
+  within 60 "supervisorctl restart on worker1" \
+    podman exec "$PREFIX-worker1" supervisorctl restart node_example-v3-local-f96054b7-web-5002 >/dev/null
+  wait "$tail_pid" || { listener_logs; return 1; }
 
   say "5/5 the fleet, read back from Redis: raptor status"
   local code=0
-  raptor status --redis-url "$REDIS_URL" || code=$?
+  within 30 "raptor status" raptor status --redis-url "$REDIS_URL" || code=$?
   if [ "$code" = 0 ]; then
     echo "no duplicate hosts: every host publishes under its inventory name, not its container hostname"
   fi

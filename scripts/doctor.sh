@@ -56,9 +56,14 @@ if [ "$podman_ok" = 1 ]; then
   # Networks the project made before name resolution worked keep working without it:
   # they must be recreated, or every listener fails on "Name or service not known".
   for network in $(run 30 podman network ls --format '{{.Name}}' 2>/dev/null | grep '^raptor-'); do
-    if [ "$(run 30 podman network inspect "$network" --format '{{.DNSEnabled}}' 2>/dev/null)" != true ]; then
-      fail "podman network $network resolves no container names (created before dnsname was installed)" \
-        "-> run: make demo-down; podman network rm -f $network"
+    [ "$(run 30 podman network inspect "$network" --format '{{.DNSEnabled}}' 2>/dev/null)" = true ] && continue
+    users="$(run 30 podman ps -a --filter "network=$network" --format '{{.Names}}' 2>/dev/null | tr '\n' ' ')"
+    if [ -z "$users" ] && run 30 podman network rm "$network" >/dev/null 2>&1; then
+      ok "removed podman network $network: it resolved no names (made before dnsname); it is made again when needed"
+    else
+      # make demo and molecule's first step (destroy) remove and remake their own network.
+      warn "podman network $network resolves no container names (made before dnsname was installed);" \
+        "make demo / molecule remake it; by hand: podman rm -f ${users:-...}; podman network rm -f $network"
     fi
   done
   if ! run 30 podman image exists "$IMAGE"; then

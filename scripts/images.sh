@@ -16,12 +16,13 @@ build() {
   root="$(mktemp -d /var/tmp/raptor-rootfs.XXXXXX)"
   trap 'rm -rf "$root"' RETURN
   echo "image localhost/raptor-debian:$tag: debootstrap $suite (about a minute)"
-  debootstrap --variant=minbase --include="$PACKAGES" "$suite" "$root" >"$root.log" 2>&1 \
-    || { tail -20 "$root.log"; exit 1; }
+  # Deadlines: a stalled mirror must fail the build, not hang it.
+  timeout 900 debootstrap --variant=minbase --include="$PACKAGES" "$suite" "$root" >"$root.log" 2>&1 \
+    || { tail -20 "$root.log"; echo "image localhost/raptor-debian:$tag: debootstrap $suite failed or took over 900 s" >&2; exit 1; }
   rm -f "$root.log"
   # Containers have no init: keep package scripts from trying to start services.
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
-  tar -C "$root" -c . | podman import --quiet --change 'CMD ["sleep", "infinity"]' - "localhost/raptor-debian:$tag" >/dev/null
+  tar -C "$root" -c . | timeout 300 podman import --quiet --change 'CMD ["sleep", "infinity"]' - "localhost/raptor-debian:$tag" >/dev/null
   echo "image localhost/raptor-debian:$tag: built"
 }
 

@@ -5,7 +5,8 @@
 # Rebuilt when the package's sources are newer than the wheelhouse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP="${PIP:-.venv/bin/pip}"
+# pip under a deadline: a stalled index fails the build instead of hanging it.
+PIP=(timeout 600 "${PIP:-.venv/bin/pip}")
 out=build/wheelhouse
 stamp="$out/.built"
 if [ -f "$stamp" ] && [ -z "$(find raptor pyproject.toml -newer "$stamp" -print -quit)" ]; then
@@ -14,19 +15,19 @@ if [ -f "$stamp" ] && [ -z "$(find raptor pyproject.toml -newer "$stamp" -print 
 fi
 rm -rf build/wheelhouse build/wheelhouse-old build/old-src
 mkdir -p "$out"
-"$PIP" wheel -q --no-deps -w "$out" .
+"${PIP[@]}" wheel -q --no-deps -w "$out" .
 # redis-py and what it needs, for every Python a host may have: pure-Python wheels.
 for py in 3.9 3.10 3.11 3.12 3.13; do
-  "$PIP" download -q --only-binary=:all: --python-version "$py" -d "$out" "redis>=5.0,<9"
+  "${PIP[@]}" download -q --only-binary=:all: --python-version "$py" -d "$out" "redis>=5.0,<9"
 done
 # pip evaluates markers for the interpreter it runs on: add what redis-py needs
 # on Python < 3.11.3 explicitly.
-"$PIP" download -q --only-binary=:all: --no-deps -d "$out" "async-timeout>=4.0.3"
+"${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$out" "async-timeout>=4.0.3"
 # An older raptor, to prove upgrades.
 mkdir -p build/old-src build/wheelhouse-old
 cp -r raptor pyproject.toml README.md build/old-src/
 sed -i 's/^__version__ = .*/__version__ = "3.0.0rc1"/' build/old-src/raptor/__init__.py
-"$PIP" wheel -q --no-deps -w build/wheelhouse-old build/old-src
+"${PIP[@]}" wheel -q --no-deps -w build/wheelhouse-old build/old-src
 cp "$out"/redis-*.whl "$out"/async_timeout-*.whl build/wheelhouse-old/
 rm -rf build/old-src
 touch "$stamp"

@@ -129,12 +129,16 @@ up() {
   within 60 "every fleet host to publish its snapshot to Redis" python - "$REDIS_URL" "${HOSTS[@]%% *}" <<'PY' || { listener_logs; return 1; }
 import sys, time, redis
 client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)
-hosts, missing = sys.argv[2:], sys.argv[2:]
+hosts, missing, said = sys.argv[2:], sys.argv[2:], ""
 while missing:
     try:
         missing = [h for h in hosts if not client.exists(f"host_procs:{h}")]
+        news = f"  not published yet: {' '.join(missing)}"
     except redis.RedisError as exc:
-        print(f"  Redis at 127.0.0.1 not answering yet: {exc}", file=sys.stderr)
+        news = f"  the demo's Redis does not answer: {exc}"
+    if news != said and missing:  # say what it sees, once per change
+        print(news, file=sys.stderr, flush=True)
+        said = news
     if missing:
         time.sleep(0.2)
 print(f"  every fleet host publishes: {' '.join(hosts)}")

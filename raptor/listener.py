@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Mapping, Optional, TextIO
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, TextIO, Tuple
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import __version__
 from .config import ConfigError, ListenerConfig
 from .events import EventParseError, GroupChange, ProcessStateChange, Tick, parse_event
-from .logs import Throttle, configure_logging
+from .identity import host_identity
+from .logs import Throttle, configure_logging, log_uncaught_exceptions
 from .outbox import Outbox
 from .protocol import Envelope, EventListenerProtocol
 from .redis_sink import RedisSink, make_redis_client
@@ -30,13 +33,68 @@ from .supervisor_rpc import SupervisorRPC
 log = logging.getLogger("raptor.listener")
 
 
+# A restart makes 4 events per process (RUNNING>STOPPING>STOPPED>STARTING>RUNNING);
+# the role sizes buffer_size as that for every process, plus 25%.
+EVENTS_PER_RESTART = 4
+BUFFER_MARGIN = 1.25
+# A loss of events is over (and summed up in the log) at the first event that comes
+# this long after the last gap: longer than a program's startsecs, so the stop and
+# the start waves of one `restart all` count as one loss.
+LOSS_QUIET = 5.0
+
+
+def buffer_size_for(processes: int) -> int:
+    """The buffer_size that holds a `restart all` of *processes*, with the margin."""
+    return math.ceil(processes * EVENTS_PER_RESTART * BUFFER_MARGIN)
+
+
+@dataclass
+class _Loss:
+    """Events supervisord discarded in one burst, as poolserial gaps showed them."""
+
+    first: int  # poolserial of the first event lost
+    last: int  # poolserial of the last event lost
+    lost: int
+    since_gap: int  # events received from the last gap on
+    last_gap_at: float
+    started_at: float
+
+
+def loss_summary(loss: _Loss, processes: Optional[int]) -> str:
+    """One line: how many events were lost and which buffer_size would have held them.
+
+    Every event that supervisord still held at its last discard was delivered after
+    the last gap, so ``since_gap`` >= the buffer size in force, and no backlog of the
+    burst exceeded that plus what was discarded."""
+    held = loss.since_gap + loss.lost
+    text = (
+        f"supervisord discarded {loss.lost} events in all over {loss.last_gap_at - loss.started_at:.1f} s "
+        f"(poolserial {loss.first} to {loss.last}): a buffer_size of at least {held} would have held them "
+        f"({loss.since_gap} events delivered after the last loss, which include all it still buffered, "
+        f"+ {loss.lost} discarded)"
+    )
+    if processes:
+        text += f"; for a restart of all {processes} processes: {buffer_size_for(processes)}"
+    return text
+
+
 class Listener:
     """Turns each event into work for the sink. Runs on the event path: no I/O."""
 
-    def __init__(self, outbox: Outbox, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        clock: Callable[[], float] = time.time,
+        processes: Optional[Callable[[], Optional[int]]] = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._outbox = outbox
         self._clock = clock
+        # How many processes supervisord runs, as last seen off the event path.
+        self._processes = processes or (lambda: None)
+        self._monotonic = monotonic
         self._last_poolserial: Optional[int] = None
+        self._loss: Optional[_Loss] = None
         self._throttle = Throttle(log)
         self.events = 0
         self.discarded_by_supervisord = 0
@@ -60,19 +118,48 @@ class Listener:
         serial = envelope.poolserial
         if serial is None:
             return
+        now = self._monotonic()
+        loss = self._loss
+        if loss is not None and now - loss.last_gap_at >= LOSS_QUIET:
+            self._throttle.log("discarded-summary", logging.WARNING, "%s", loss_summary(loss, self._processes()))
+            loss = self._loss = None
         last = self._last_poolserial
         if last is not None and serial > last + 1:
             lost = serial - last - 1
             self.discarded_by_supervisord += lost
-            self._throttle.log(
-                "discarded",
-                logging.WARNING,
-                "supervisord discarded %d events before this listener saw them (raise buffer_size); resyncing",
-                lost,
-            )
+            if loss is None:
+                loss = self._loss = _Loss(last + 1, serial - 1, 0, 0, now, now)
+            loss.last, loss.last_gap_at, loss.since_gap = serial - 1, now, 0
+            loss.lost += lost
+            self._log_gap(last, serial, lost)
             self._outbox.request_resync("events discarded by supervisord")
+        if loss is not None:
+            loss.since_gap += 1
         if last is None or serial > last:
             self._last_poolserial = serial
+
+    def _log_gap(self, last: int, serial: int, lost: int) -> None:
+        processes = self._processes()
+        if processes:
+            advice = (
+                f"set buffer_size to at least {buffer_size_for(processes)} "
+                f"({EVENTS_PER_RESTART} events per process in a restart of all {processes}, "
+                f"+{BUFFER_MARGIN - 1:.0%})"
+            )
+        else:
+            advice = f"raise buffer_size by at least {lost}"
+        self._throttle.log(
+            "discarded",
+            logging.WARNING,
+            "supervisord discarded %d events (poolserial %d to %d) before this listener saw them: its "
+            "buffer_size is too small for this burst; %s; resyncing (the total follows with the first event "
+            "after %.0f s without loss)",
+            lost,
+            last + 1,
+            serial - 1,
+            advice,
+            LOSS_QUIET,
+        )
 
 
 class AckStats:
@@ -101,6 +188,20 @@ class AckStats:
         return {"acks": count, "ack_p50_ms": pct(0.50), "ack_p99_ms": pct(0.99), "ack_max_ms": pct(1.0)}
 
 
+def _secrets(config: ListenerConfig) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """What the log must never show: passwords as given and as their URLs spell
+    them, and the supervisor credentials that make up its Basic auth header."""
+    secrets = [config.supervisor_password]
+    credentials = [(config.supervisor_username, config.supervisor_password)]
+    for url in (config.redis_url, config.supervisor_url or ""):
+        parts = urlsplit(url)
+        if parts.password:
+            secrets += [parts.password, unquote(parts.password)]
+            credentials.append((unquote(parts.username or ""), unquote(parts.password)))
+        secrets += parse_qs(parts.query).get("password", [])  # redis://h/0?password=...
+    return secrets, credentials
+
+
 class _Stop(BaseException):
     """Raised by the SIGTERM handler to leave the blocking read cleanly."""
 
@@ -119,11 +220,7 @@ def run(
         stderr.write(f"proc_publisher: {exc}\n")
         stderr.flush()
         return 2
-    secrets = [config.supervisor_password]
-    password = urlsplit(config.redis_url).password
-    if password:
-        secrets += [password, unquote(password)]
-    configure_logging(stderr, config.log_level, secrets)
+    configure_logging(stderr, config.log_level, *_secrets(config))
 
     rpc = None
     if config.supervisor_url:
@@ -134,7 +231,8 @@ def run(
             "state will not appear until they do (add a [unix_http_server] to supervisord.conf)"
         )
     outbox = Outbox()
-    listener = Listener(outbox)
+    # The count the sink's last getAllProcessInfo() saw: an attribute read, no I/O.
+    listener = Listener(outbox, processes=None if rpc is None else lambda: rpc.last_process_count)
     acks = AckStats()
 
     def meta() -> Dict[str, Any]:
@@ -142,6 +240,7 @@ def run(
         extra["events"] = listener.events
         extra["discarded_by_supervisord"] = listener.discarded_by_supervisord
         extra["coalesced"] = outbox.coalesced
+        extra.update(host_identity())  # which supervisord this is: decides duplicate names
         return extra
 
     sink = RedisSink(config, outbox, make_redis_client(config), rpc, meta=meta)
@@ -173,10 +272,33 @@ def run(
     return 0
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if os.environ.get("SUPERVISOR_ENABLED") != "1":
+        # Run by hand: --help and --version answer on stdout. Under supervisord stdout is
+        # the protocol, so arguments are not read there (as before).
+        import argparse  # noqa: PLC0415  (only a command line run by hand needs it)
+
+        parser = argparse.ArgumentParser(
+            prog="proc_publisher",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            description="Supervisor eventlistener: publishes every process state change to Redis. "
+            "supervisord starts it from an [eventlistener:proc_publisher] section; it speaks the "
+            "eventlistener protocol on stdin/stdout and logs to stderr.",
+            epilog="""configured by the environment:
+  REDIS_URL              required: redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path.sock?db=0
+  HOSTNAME               the name to publish under (default: the FQDN)
+  RAPTOR_CHANNEL         pub/sub channel (default: proc_events)
+  RAPTOR_SNAPSHOT_TTL    seconds the snapshot lives after its last refresh (default: 600, at least 120)
+  RAPTOR_LOG_LEVEL       DEBUG, INFO (default), WARNING or ERROR
+  SUPERVISOR_SERVER_URL  set by supervisord; SUPERVISOR_USERNAME, SUPERVISOR_PASSWORD: its credentials""",
+        )
+        parser.add_argument("--version", action="version", version=f"proc_publisher (raptor) {__version__}")
+        parser.parse_args(args)  # exits after --help, --version or a wrong argument
     # stdout belongs to the protocol: anything else printed by accident goes to stderr.
     protocol_out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n", write_through=True)
     sys.stdout = sys.stderr
+    log_uncaught_exceptions(log)
     # supervisord sends UTF-8 and counts payload length in characters; no newline
     # translation, or a '\r' in a payload would change the count.
     protocol_in = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")

@@ -2,43 +2,136 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import re
+import sys
+import threading
 import time
-from typing import Callable, Dict, Iterable, List, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Set, TextIO, Tuple
+from urllib.parse import quote, quote_plus
 
 LOG_FORMAT = "%(asctime)s proc_publisher[%(process)d] %(levelname)s %(name)s: %(message)s"
+REDACTED = "***"
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
+def _escaped_forms(text: str) -> Set[str]:
+    """*text* as it reads inside a repr() or a JSON string, whatever the quoting."""
+    forms = set()
+    # repr() escapes a quote only if the whole string needs it, which depends on the
+    # text around the secret: produce the single-quoted form with and without \\'.
+    quoted = repr(text + "'\"")[1:-4]
+    forms |= {quoted, quoted.replace("\\'", "'")}
+    quoted = ascii(text + "'\"")[1:-4]
+    forms |= {quoted, quoted.replace("\\'", "'")}
+    for ensure_ascii in (True, False):
+        dumped = json.dumps(text, ensure_ascii=ensure_ascii)[1:-1]
+        forms |= {dumped, dumped.replace("/", "\\/")}
+    return forms
+
+
+def secret_forms(secret: str, username: str = "") -> Set[str]:
+    """Every spelling of *secret* that may reach a log line: raw, percent-encoded (as
+    urllib quotes it, either hex case), repr()/JSON-escaped (once or twice, as an
+    exception repr inside a repr does), and base64 (an HTTP Basic header for
+    *username*). Empty for an empty secret."""
+    if not secret:
+        return set()
+    forms = {secret}
+    for encoded in (quote(secret), quote(secret, safe=""), quote_plus(secret), quote_plus(secret, safe="/")):
+        forms |= {encoded, _PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), encoded)}
+    for form in list(forms):
+        for once in _escaped_forms(form):
+            forms.add(once)
+            forms |= _escaped_forms(once)
+    for raw in (f"{username}:{secret}", secret):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            token = encode(raw.encode()).decode("ascii")
+            forms |= {token, token.rstrip("=")}
+    return forms
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces every secret in a formatted record by ``***``."""
+    """Replaces every form of every secret in a formatted record by ``***``.
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    *secrets* are plain secrets; *credentials* are (username, password) pairs whose
+    Basic header must be redacted too.
+    """
+
+    def __init__(self, secrets: Iterable[str], credentials: Iterable[Tuple[str, str]] = ()) -> None:
         super().__init__()
-        self._secrets: List[str] = sorted({s for s in secrets if s}, key=len, reverse=True)
+        forms: Set[str] = set()
+        for secret in secrets:
+            forms |= secret_forms(secret)
+        for username, password in credentials:
+            forms |= secret_forms(password, username)
+        # Longest first: a form that contains another is replaced whole.
+        self._forms: List[str] = sorted(forms, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if not self._forms:
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # bad %-args: logging would print them raw in its error report
+            message = f"{record.msg} (unformattable arguments: {record.args!r})"
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        exc_text = record.exc_text or ""
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-            exc_text = exc_text.replace(secret, "***")
-        record.msg, record.args = message, None
-        record.exc_text = exc_text or None
+        record.msg, record.args = self.redact(message), None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
 
 
-def configure_logging(stream: TextIO, level: str, secrets: Iterable[str] = ()) -> None:
-    handler = logging.StreamHandler(stream)
+class _RaptorHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler configure_logging installed, to replace it and no other."""
+
+
+def configure_logging(
+    stream: TextIO, level: str, secrets: Iterable[str] = (), credentials: Iterable[Tuple[str, str]] = ()
+) -> None:
+    handler = _RaptorHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RedactingFilter(secrets))
-    root = logging.getLogger("raptor")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    handler.addFilter(RedactingFilter(secrets, credentials))
+    raptor = logging.getLogger("raptor")
+    raptor.handlers[:] = [handler]
+    raptor.setLevel(level)
+    raptor.propagate = False
+    # Libraries (redis-py, urllib, warnings) log through the root logger: redact
+    # those lines too rather than leave them to logging's unfiltered last resort.
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _RaptorHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+
+
+def log_uncaught_exceptions(logger: logging.Logger) -> None:
+    """Send tracebacks that nothing caught, in any thread, through *logger* (and so
+    through the redaction) instead of printing them raw on stderr."""
+
+    def on_uncaught(exc_type: Any, exc: Any, tb: Any) -> None:
+        logger.critical("uncaught exception", exc_info=(exc_type, exc, tb))
+
+    def on_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not SystemExit:
+            logger.critical(
+                "uncaught exception in thread %s",
+                getattr(args.thread, "name", "?"),
+                exc_info=args.exc_value,
+            )
+
+    sys.excepthook = on_uncaught
+    threading.excepthook = on_thread
 
 
 class Throttle:

@@ -39,7 +39,12 @@ class Envelope:
     @property
     def poolserial(self) -> Optional[int]:
         raw = self.headers.get("poolserial", "")
-        return int(raw) if raw.isdigit() else None
+        return int(raw) if _is_number(raw) else None
+
+
+def _is_number(value: str) -> bool:
+    # str.isdigit() alone accepts '²', which int() rejects.
+    return value.isascii() and value.isdigit()
 
 
 def parse_header(line: str) -> Dict[str, str]:
@@ -53,9 +58,21 @@ def parse_header(line: str) -> Dict[str, str]:
     missing = [name for name in REQUIRED_HEADERS if name not in headers]
     if missing:
         raise ProtocolError(f"header without {', '.join(missing)}: {line[:200]!r}")
-    if not headers["len"].isdigit():
+    if not _is_number(headers["len"]):
         raise ProtocolError(f"header len is not a number: {headers['len'][:40]!r}")
     return headers
+
+
+def announced_length(line: str) -> Optional[int]:
+    """The payload length a header line announces, even if the line is otherwise
+    malformed: that many characters belong to this frame and must be consumed, or
+    each line of the payload would be taken for a header and answered."""
+    length = None
+    for token in line.split():
+        key, sep, value = token.partition(":")
+        if key == "len" and sep:
+            length = int(value) if _is_number(value) else None  # the last one wins, as in parse_header
+    return length
 
 
 Handler = Callable[[Envelope], None]
@@ -93,8 +110,21 @@ class EventListenerProtocol:
             self.idle = False
         if not line:
             return None
-        headers = parse_header(line)
-        length = int(headers["len"])
+        try:
+            headers = parse_header(line)
+        except ProtocolError as exc:
+            length = announced_length(line)
+            if length is None:
+                raise
+            # Skip the frame whole, then report it once.
+            if self._read_payload(length) is None:
+                return None
+            raise ProtocolError(f"{exc} (its {length}-character payload skipped)") from None
+        payload = self._read_payload(int(headers["len"]))
+        return None if payload is None else Envelope(headers, payload)
+
+    def _read_payload(self, length: int) -> Optional[str]:
+        """*length* characters, or None at end of input."""
         chunks = []
         remaining = length
         while remaining:
@@ -103,7 +133,7 @@ class EventListenerProtocol:
                 return None
             chunks.append(chunk)
             remaining -= len(chunk)
-        return Envelope(headers, "".join(chunks))
+        return "".join(chunks)
 
     def serve(self, handler: Handler, on_ack: Optional[AckObserver] = None) -> None:
         """READY, read, handle, OK; until supervisord closes stdin.

@@ -118,6 +118,9 @@ class Supervisord:
         group: Optional[str] = None,
         program_options: Optional[Dict[str, str]] = None,
         program_commands: Optional[Dict[str, str]] = None,
+        rpc_username: Optional[str] = None,
+        rpc_password: Optional[str] = None,
+        inet_port: Optional[int] = None,
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -136,11 +139,27 @@ class Supervisord:
         self.group = group
         self.program_options = program_options or {}
         self.program_commands = program_commands or {}
+        # [unix_http_server] (and [inet_http_server]) credentials; the listener gets
+        # them only through listener_env, as the role passes them.
+        self.rpc_username = rpc_username
+        self.rpc_password = rpc_password
+        # With a port, an [inet_http_server] too, and the listener talks to it over http://.
+        self.inet_port = inet_port
         self.socket = directory / "supervisor.sock"
         self.conf = directory / "supervisord.conf"
         self.log = directory / "supervisord.log"
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.write_config()
+
+    @staticmethod
+    def conf_value(value: str) -> str:
+        """A plain (unquoted) supervisord.conf value: only % is special there."""
+        return value.replace("%", "%%")
+
+    def _auth_lines(self) -> List[str]:
+        if self.rpc_username is None:
+            return []
+        return [f"username={self.rpc_username}", f"password={self.conf_value(self.rpc_password or '')}"]
 
     @staticmethod
     def quote(value: str) -> str:
@@ -159,15 +178,16 @@ class Supervisord:
             "",
         ]
         if self.with_rpc:
+            lines += ["[unix_http_server]", f"file={self.socket}", *self._auth_lines(), ""]
+            if self.inet_port:
+                lines += ["[inet_http_server]", f"port=127.0.0.1:{self.inet_port}", *self._auth_lines(), ""]
             lines += [
-                "[unix_http_server]",
-                f"file={self.socket}",
-                "",
                 "[rpcinterface:supervisor]",
                 "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
                 "",
                 "[supervisorctl]",
                 f"serverurl=unix://{self.socket}",
+                *self._auth_lines(),
                 "",
             ]
         for name, hostname in self.listeners.items():
@@ -179,6 +199,7 @@ class Supervisord:
                 "events=PROCESS_STATE,PROCESS_GROUP,TICK_60",
                 f"buffer_size={self.buffer_size}",
                 f"environment={environment}",
+                *([f"serverurl=http://127.0.0.1:{self.inet_port}"] if self.inet_port else []),
                 f"stderr_logfile={d / (name + '.stderr.log')}",
                 "",
             ]
@@ -221,7 +242,8 @@ class Supervisord:
 
     def rpc(self) -> Any:
         return xmlrpc.client.ServerProxy(
-            "http://127.0.0.1", transport=SupervisorTransport("", "", f"unix://{self.socket}")
+            "http://127.0.0.1",
+            transport=SupervisorTransport(self.rpc_username or "", self.rpc_password or "", f"unix://{self.socket}"),
         )
 
     def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

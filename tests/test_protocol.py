@@ -1,15 +1,18 @@
-"""Unit: eventlistener framing, on in-memory streams."""
+"""Eventlistener framing: unit tests on in-memory streams, and the real console script over pipes."""
 
 from __future__ import annotations
 
 import io
+import subprocess
 from typing import List
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raptor.protocol import OK, READY, Envelope, EventListenerProtocol, ProtocolError, parse_header
+from raptor.protocol import OK, READY, Envelope, EventListenerProtocol, ProtocolError, announced_length, parse_header
+
+from .support import BIN, RedisServer, stored_snapshot, wait_for
 
 
 def frame(eventname: str, payload: str, poolserial: int = 1) -> str:
@@ -92,3 +95,65 @@ def test_any_payloads_round_trip(payloads: List[str]) -> None:
     seen, out = serve(text)
     assert [e.payload for e in seen] == payloads
     assert out == READY + (OK + READY) * len(payloads)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "ver:3.0 server:supervisor serial:7 pool:p poolserial:7 len:{n}\n",  # no eventname
+        "ver:3.0 junk eventname:TICK_60 len:{n}\n",  # a token without ':'
+        ":x eventname:TICK_60 len:{n}\n",
+    ],
+)
+def test_malformed_header_with_a_valid_len_consumes_its_payload_and_is_answered_once(header: str) -> None:
+    payload = "processname:a groupname:a from_state:STARTING\nexpected:1 pid:2\n"
+    seen, out = serve(header.format(n=len(payload)) + payload + frame("TICK_60", "when:1", 8))
+    assert [e.eventname for e in seen] == ["TICK_60"]
+    assert out == READY + (OK + READY) * 2
+
+
+def test_announced_length_is_read_from_any_header_line() -> None:
+    assert announced_length("ver:3.0 len:12\n") == 12
+    assert announced_length("junk len:3 more junk\n") == 3
+    assert announced_length("eventname:X len:abc\n") is None
+    assert announced_length("eventname:X len:²\n") is None  # isdigit() but not int()
+    assert announced_length("no length here\n") is None
+
+
+def test_non_ascii_digits_are_not_numbers() -> None:
+    with pytest.raises(ProtocolError):
+        parse_header("eventname:X len:²\n")
+    assert Envelope({"eventname": "X", "len": "0", "poolserial": "²"}, "").poolserial is None
+
+
+def test_eof_inside_the_payload_of_a_malformed_frame_ends_cleanly() -> None:
+    seen, out = serve("ver:3.0 len:50\nshort")
+    assert seen == []
+    assert out == READY
+
+
+@pytest.mark.integration
+def test_real_publisher_answers_each_malformed_frame_exactly_once(redis_server: RedisServer) -> None:
+    """The console script over pipes: one answer per frame, however broken the frame."""
+    payload = "processname:a groupname:a from_state:STARTING pid:1\nprocessname:b groupname:b pid:2\n"
+    frames = [
+        f"ver:3.0 server:supervisor serial:1 pool:p poolserial:1 len:{len(payload)}\n{payload}",
+        f"ver:3.0 junk eventname:PROCESS_STATE_RUNNING len:{len(payload)}\n{payload}",
+        "eventname:PROCESS_STATE_RUNNING len:x\n",
+        frame("PROCESS_STATE_RUNNING", "processname:c groupname:c from_state:STARTING pid:3", 4),
+    ]
+    env = {"PATH": "/usr/bin:/bin", "SUPERVISOR_ENABLED": "1", "REDIS_URL": redis_server.url, "HOSTNAME": "h1"}
+    result = subprocess.run(
+        [str(BIN / "proc_publisher")],
+        input="".join(frames),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == READY + (OK + READY) * len(frames)
+    assert result.stderr.count("not a supervisord event header") == 3, result.stderr
+    stored = wait_for(lambda: stored_snapshot(redis_server.client(), "h1"), 5, "the snapshot")
+    assert set(stored) == {"c"}, "nothing from the skipped payloads was taken for an event"

@@ -7,6 +7,10 @@ diffed against the snapshot stored in Redis, publishing a message for every
 process whose state differs and replacing the snapshot atomically. A resync runs
 at start, after Redis comes back, on every TICK, when supervisord discarded events,
 when the outbox had to coalesce, and once after each burst has settled.
+
+What Redis refuses for lack of an ACL permission is said once, naming the
+permission, and retried every PERMISSION_RETRY s; a key of the wrong type in place
+of one of this host's records is deleted and rewritten.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import redis
 from redis.backoff import EqualJitterBackoff
@@ -48,6 +53,73 @@ HEARTBEAT = 1.0
 # A requested resync waits for the queue to drain (it then corrects what was
 # published), but no longer than this under a sustained flood of events.
 RESYNC_MAX_WAIT = 2.0
+# A missing ACL permission does not come back by itself: retry what Redis refused
+# this rarely, and repeat the log line this rarely.
+PERMISSION_RETRY = 30.0
+REFUSAL_LOG_INTERVAL = 600.0
+
+_RUN_REFUSED = re.compile(r"permissions to run the '([^']+)' command", re.IGNORECASE)
+_ACCESS_REFUSED = re.compile(r"permissions to access (?:one of the|a) (key|channel)", re.IGNORECASE)
+# redis-py's prefix to the error of one command of a pipeline.
+_PIPELINE_ERROR = re.compile(r"Command # \d+ \((.*?)\) of pipeline caused error: ", re.DOTALL)
+# Commands whose arguments are all keys; the others here have one key, then values.
+_ALL_KEYS = ("EXISTS", "DEL")
+# Whatever went through also went through the connection's own commands.
+_CONNECTION_PERMISSIONS = ("+client|setname", "+ping", "+select")
+
+
+class Refused(Exception):
+    """Redis refused a command for lack of an ACL permission."""
+
+    def __init__(self, permission: str, command: str, reason: str) -> None:
+        super().__init__(f"{command} refused: {reason}")
+        self.permission = permission  # the ACL rule that grants it: +del, ~host_meta:web1, &proc_events
+        self.command = command
+        self.reason = reason
+
+
+def _targets(command: Sequence[str]) -> Sequence[str]:
+    return command[1:] if command[0].upper() in _ALL_KEYS else command[1:2]
+
+
+def refusal(error: BaseException, command: Sequence[str] = ()) -> Optional[Refused]:
+    """*error* as a :class:`Refused` if Redis refused for lack of a permission, else None.
+
+    *command* is the command that met *error*, for the errors that do not say it
+    (redis-py prefixes the errors of a pipeline's commands with the command)."""
+    if not isinstance(error, redis.exceptions.ResponseError):
+        return None
+    text = str(error)
+    annotated = _PIPELINE_ERROR.match(text)
+    if annotated:
+        command, text = annotated.group(1).split(" "), text[annotated.end() :]
+    if text.startswith("EXEC without MULTI"):
+        return Refused("+multi", "MULTI", f"{text}: Redis ran the transaction's commands one by one")
+    run = _RUN_REFUSED.search(text)
+    if run:
+        name = run.group(1).lower()
+        return Refused(f"+{name}", name.replace("|", " ").upper(), text)
+    access = _ACCESS_REFUSED.search(text)
+    if access and command:
+        sigil = "~" if access.group(1).lower() == "key" else "&"
+        return Refused(" ".join(sigil + target for target in _targets(command)), command[0].upper(), text)
+    if access or isinstance(error, redis.exceptions.NoPermissionError):
+        return Refused("(see ACL LOG)", command[0].upper() if command else "a command", text)
+    return None
+
+
+def permissions_used(commands: Iterable[Sequence[str]]) -> Set[str]:
+    """The permissions that *commands*, which went through, needed (named as :func:`refusal` names them)."""
+    used = set(_CONNECTION_PERMISSIONS)
+    for command in commands:
+        name = command[0].upper()
+        used.add(f"+{name.lower()}")
+        used.update(("&" if name == "PUBLISH" else "~") + target for target in _targets(command))
+    return used
+
+
+def _wrong_type(reply: Any) -> bool:
+    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("WRONGTYPE")
 
 
 def make_redis_client(config: ListenerConfig) -> redis.Redis:
@@ -76,6 +148,7 @@ class RedisSink:
         clock: Callable[[], float] = time.time,
         batch_size: int = BATCH_SIZE,
         settle_delay: float = SETTLE_DELAY,
+        permission_retry: float = PERMISSION_RETRY,
         meta: Optional[Callable[[], Dict[str, Any]]] = None,
     ) -> None:
         self._config = config
@@ -86,6 +159,7 @@ class RedisSink:
         self._clock = clock
         self._batch_size = batch_size
         self._settle_delay = settle_delay
+        self._permission_retry = permission_retry
         self._extra_meta = meta
         self._table = ProcessTable()
         self._seq = 0
@@ -97,6 +171,13 @@ class RedisSink:
         self._outage_since: Optional[float] = None
         self._started_at = clock()
         self._throttle = Throttle(log)
+        self._refusals = Throttle(log, interval=REFUSAL_LOG_INTERVAL)
+        self._refused: Set[str] = set()  # permissions Redis refused, until a command needing them goes through
+        # The batch in hand until its EXEC ran: sent again first and unchanged, so that
+        # a batch whose fate is unknown (the link broke during EXEC) keeps its seqs.
+        self._unsent: List[Item] = []
+        self._wrong_typed: Set[str] = set()  # this host's records found holding another type
+        self._upkeep_after = 0.0  # repairs, heartbeat and resyncs wait until then after a refusal
         self._backoff = EqualJitterBackoff(base=0.05, cap=RECONNECT_CAP)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raptor-redis-sink", daemon=True)
@@ -119,36 +200,48 @@ class RedisSink:
     def _run(self) -> None:
         failures = 0
         while True:
-            items = self._outbox.take(self._batch_size, timeout=self._idle_timeout())
+            items = self._unsent or self._outbox.take(self._batch_size, timeout=self._idle_timeout())
             reason = self._outbox.take_resync_request()
             if reason and self._resync_reason is None:
                 self._resync_reason = reason
             try:
                 if items:
                     self._publish(items)
-                self._resync_if_due()
+                self._upkeep()
             except Exception as exc:  # never die of the outside world
-                self._outbox.requeue(items)
                 failures += 1
-                self._on_failure(exc)
+                delay = self._on_failure(exc, failures)
                 if self._stopping.is_set():
                     return
-                self._stopping.wait(self._backoff.compute(failures))
+                self._stopping.wait(delay)
                 continue
             if failures:
                 failures = 0
                 self._on_recovery()
-            if self._stopping.is_set() and self._outbox.pending() == 0:
+            if self._stopping.is_set() and not self._unsent and self._outbox.pending() == 0:
                 return
 
     def _idle_timeout(self) -> float:
         now = self._clock()
-        deadlines = [now + 1.0, self._next_heartbeat]
+        upkeep = [self._next_heartbeat]
         if self._settle_at is not None:
-            deadlines.append(self._settle_at)
+            upkeep.append(self._settle_at)
         if self._resync_reason is not None:
-            deadlines.append(self._next_resync_at)
+            upkeep.append(self._next_resync_at)
+        deadlines = [now + 1.0] + [max(deadline, self._upkeep_after) for deadline in upkeep]
         return max(0.0, min(deadlines) - now)
+
+    def _upkeep(self) -> None:
+        """Repairs, heartbeat and resyncs. When Redis refuses one of them for lack of
+        a permission, they all wait *permission_retry* s, but publishing goes on."""
+        if self._clock() < self._upkeep_after:
+            return
+        try:
+            self._repair_wrong_types()
+            self._resync_if_due()
+        except Refused as refused:
+            self._report_refusal(refused)
+            self._upkeep_after = self._clock() + self._permission_retry
 
     def _resync_if_due(self) -> None:
         now = self._clock()
@@ -160,7 +253,7 @@ class RedisSink:
         if self._outbox.pending() and not overdue:
             return  # publish what is queued first; the resync then corrects it
         if self._resync_reason is None and now >= self._next_heartbeat:
-            if not self._client.exists(self._config.meta_key):
+            if self._records_missing():
                 self._resync_reason = "this host's records are missing from Redis"
             self._next_heartbeat = now + HEARTBEAT
         if self._resync_reason is not None and now >= self._next_resync_at:
@@ -168,7 +261,41 @@ class RedisSink:
         elif self._settle_at is not None and now >= self._settle_at:
             self._resync("burst settled")
 
-    def _on_failure(self, exc: Exception) -> None:
+    def _records_missing(self) -> bool:
+        """One EXISTS counts both records. The snapshot hash only exists while it has
+        fields: a host without processes has none."""
+        keys = [self._config.meta_key]
+        if len(self._table):
+            keys.append(self._config.snapshot_key)
+        return int(self._call(["EXISTS", *keys], lambda: self._client.exists(*keys))) < len(keys)
+
+    def _repair_wrong_types(self) -> None:
+        """Delete this host's records that hold another type than a hash (an operator's
+        mistake, another tool): every write to them fails until then. The resync
+        rewrites them."""
+        for key in sorted(self._wrong_typed):
+            self._delete(key)
+            self._wrong_typed.discard(key)
+            self._resync_reason = self._resync_reason or f"{key} was repaired"
+            self._next_resync_at = 0.0
+
+    def _delete(self, key: str) -> None:
+        self._call(["DEL", key], lambda: self._client.delete(key))
+
+    def _report_wrong_type(self, key: str) -> None:
+        self._throttle.log(
+            f"wrongtype:{key}",
+            logging.WARNING,
+            "%s was not a hash (WRONGTYPE: written by another tool?): deleting it and rewriting this host's records; "
+            "raptor owns the keys host_procs:<host> and host_meta:<host>",
+            key,
+        )
+
+    def _on_failure(self, exc: Exception, failures: int) -> float:
+        """Log *exc* (once in a while) and return how long to wait before trying again."""
+        if isinstance(exc, Refused):
+            self._report_refusal(exc)
+            return self._permission_retry
         if isinstance(exc, redis.exceptions.RedisError):
             if self._outage_since is None:
                 self._outage_since = self._clock()
@@ -185,6 +312,81 @@ class RedisSink:
             self._throttle.log("sink", logging.ERROR, "publishing failed: %s: %s", type(exc).__name__, exc)
         self._resync_reason = self._resync_reason or "Redis reconnected"
         self._next_resync_at = 0.0
+        return float(self._backoff.compute(failures))
+
+    def _report_refusal(self, refused: Refused) -> None:
+        self._refused.add(refused.permission)
+        user = self._client.connection_pool.connection_kwargs.get("username") or "default"
+        self._refusals.log(
+            refused.permission,
+            logging.ERROR,
+            "Redis user %s lacks the ACL permission %s (%s refused: %s); grant it, e.g. ACL SETUSER %s %s "
+            "(README: Redis permissions); retrying every %.0f s",
+            user,
+            refused.permission,
+            refused.command,
+            refused.reason,
+            user,
+            refused.permission,
+            self._permission_retry,
+        )
+
+    def _went_through(self, commands: Iterable[Sequence[str]]) -> None:
+        """*commands* went through: the permissions they needed are granted (again)."""
+        if not self._refused:
+            return
+        used = permissions_used(commands)
+        for permission in sorted(self._refused):
+            if set(permission.split()) <= used:
+                self._refused.discard(permission)
+                self._refusals.clear(permission)
+                log.warning("Redis now grants the ACL permission %s", permission)
+
+    # -- Redis calls -----------------------------------------------------------
+    # Every call goes through one of these two: a refusal becomes a Refused naming
+    # the permission, and a success tells that refused permissions were granted.
+
+    def _call(self, command: Sequence[str], call: Callable[[], Any]) -> Any:
+        """*call*, which sends *command*."""
+        try:
+            reply = call()
+        except redis.exceptions.ResponseError as exc:
+            refused = refusal(exc, command)
+            if refused is None:
+                raise
+            raise refused from exc
+        self._went_through([command])
+        return reply
+
+    def _exec(self, pipe: Any) -> List[Tuple[List[str], Any]]:
+        """EXEC the transaction in *pipe*: each command with its reply, or with the error
+        it met once the EXEC ran (Redis does not undo the others: what ran, ran).
+        Raises if nothing ran, or if the link broke and what ran is unknown."""
+        commands = [[str(arg) for arg in args] for args, _ in pipe.command_stack]
+        try:
+            replies = list(pipe.execute(raise_on_error=False))
+        except redis.exceptions.ResponseError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            if refused.permission != "+multi":
+                raise refused from exc  # refused while queuing: Redis discarded the transaction
+            replies = [refused] * len(commands)  # without MULTI, each command ran on its own
+        if not any(isinstance(reply, Exception) for reply in replies):
+            self._went_through([["MULTI"], *commands, ["EXEC"]])
+        return list(zip(commands, replies))
+
+    def _check_replies(self, replies: List[Tuple[List[str], Any]]) -> None:
+        """After an EXEC that ran: note the records of the wrong type for repair, raise
+        any other error (as a Refused when it is one)."""
+        failed = [(command, reply) for command, reply in replies if isinstance(reply, Exception)]
+        for command, reply in failed:
+            if _wrong_type(reply):
+                self._wrong_typed.add(command[1])
+                self._report_wrong_type(command[1])
+        for command, reply in failed:
+            if not _wrong_type(reply):
+                raise refusal(reply, command) or reply
 
     def _on_recovery(self) -> None:
         if self._outage_since is not None:
@@ -255,9 +457,13 @@ class RedisSink:
         return messages, updated, removed
 
     def _publish(self, items: List[Item]) -> None:
+        """Publish *items* in one transaction. They stay in hand (``_unsent``) until
+        its EXEC ran, whatever fails after that."""
+        self._unsent = items
         now = self._clock()
         messages, updated, removed = self._changes(items)
         if not messages:
+            self._unsent = []
             return  # only PROCESS_GROUP_ADDED: nothing to say until the settle resync
         pipe = self._client.pipeline(transaction=True)
         for message in messages:
@@ -270,10 +476,11 @@ class RedisSink:
         previous_seq, self._seq = self._seq, messages[-1]["seq"]
         try:
             self._meta(pipe, now, refreshed=False)
-            pipe.execute()
+            replies = self._exec(pipe)
         except BaseException:
-            self._seq = previous_seq
+            self._seq = previous_seq  # the same batch is sent again with the same seqs
             raise
+        self._unsent = []
         self._next_heartbeat = self._clock() + HEARTBEAT
         for info in updated.values():
             self._table.set(info)
@@ -282,6 +489,7 @@ class RedisSink:
         self.published += len(messages)
         if updated:
             self._schedule_settle()
+        self._check_replies(replies)
 
     def _schedule_settle(self) -> None:
         if self._rpc is not None:
@@ -316,7 +524,14 @@ class RedisSink:
 
     def _read_stored(self) -> Dict[str, ProcessInfo]:
         stored: Dict[str, ProcessInfo] = {}
-        raw: Dict[Any, Any] = self._client.hgetall(self._config.snapshot_key)
+        key = self._config.snapshot_key
+        try:
+            raw: Dict[Any, Any] = self._call(["HGETALL", key], lambda: self._client.hgetall(key))
+        except redis.exceptions.ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            self._report_wrong_type(key)
+            return stored  # nothing usable stored: the resync deletes the key and writes it anew
         for name, value in raw.items():
             try:
                 stored[name.decode("utf-8", "replace")] = normalize_info(json.loads(value))
@@ -373,9 +588,13 @@ class RedisSink:
         self._table.replace(target.values())
         try:
             self._meta(pipe, now, refreshed=True)
-            pipe.execute()
-        except BaseException:
-            self._seq = previous_seq
+            replies = self._exec(pipe)
+        except BaseException as exc:
+            if not isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+                # Nothing ran. When the link broke instead, these corrections may have
+                # been published: their seqs are not given to other messages (a gap
+                # makes consumers re-read the snapshot; a reused seq would be dropped).
+                self._seq = previous_seq
             self._table.replace(previous_table.values())
             raise
         self.published += len(messages)
@@ -396,3 +615,4 @@ class RedisSink:
             len(target),
             len(messages),
         )
+        self._check_replies(replies)

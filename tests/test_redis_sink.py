@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Type
 
 import pytest
+import redis
 
 from raptor.config import ListenerConfig
 from raptor.events import GroupChange, ProcessStateChange
 from raptor.outbox import Outbox
-from raptor.redis_sink import RedisSink, make_redis_client
+from raptor.redis_sink import RedisSink, make_redis_client, permissions_used, refusal
 
 from .support import Collector, RedisServer, stored_snapshot, wait_for
+from .test_sink_faults import ACL_PASSWORD, acl_user, holds_for, republished
 
 
 class StubRPC:
@@ -38,9 +41,18 @@ def info(name: str, statename: str, pid: int) -> Dict[str, Any]:
             "logfile": "/l", "stdout_logfile": "/l", "stderr_logfile": ""}  # fmt: skip
 
 
-def make_sink(redis_server: RedisServer, rpc: Optional[StubRPC], outbox: Outbox) -> RedisSink:
-    config = ListenerConfig.from_env({"SUPERVISOR_ENABLED": "1", "REDIS_URL": redis_server.url, "HOSTNAME": "h"})
-    sink = RedisSink(config, outbox, make_redis_client(config), rpc, settle_delay=0.1)  # type: ignore[arg-type]
+def make_sink(
+    redis_server: RedisServer,
+    rpc: Optional[StubRPC],
+    outbox: Outbox,
+    client_class: Type[redis.Redis] = redis.Redis,
+    url: Optional[str] = None,
+    **options: Any,
+) -> RedisSink:
+    env = {"SUPERVISOR_ENABLED": "1", "REDIS_URL": url or redis_server.url, "HOSTNAME": "h"}
+    config = ListenerConfig.from_env(env)
+    client = client_class(connection_pool=make_redis_client(config).connection_pool)
+    sink = RedisSink(config, outbox, client, rpc, settle_delay=0.1, **options)  # type: ignore[arg-type]
     sink.start()
     return sink
 
@@ -155,3 +167,153 @@ def test_a_requested_resync_is_not_starved_by_a_flood(redis_server: RedisServer,
         stop.set()
         flooder.join(5)
         sink.stop(2)
+
+
+class StallingRedis(redis.Redis):
+    """HGETALL, the resync's first read, times out while ``stalled``: a stalled link."""
+
+    stalled = True
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.stalled and args[0] == "HGETALL":
+            raise redis.exceptions.TimeoutError("Timeout reading from socket (stalled by the test)")
+        return super().execute_command(*args, **options)
+
+
+def test_a_resync_failing_after_a_publish_does_not_publish_the_batch_again(
+    redis_server: RedisServer, collector: Collector, outbox
+) -> None:
+    """Issue 10 #3, the sink alone: a resync is due and fails in every pass that publishes."""
+    sink = make_sink(redis_server, StubRPC([info("a", "RUNNING", 7)]), outbox, StallingRedis)
+    try:
+        outbox.put(ProcessStateChange("a", "a", "RUNNING", "STOPPING", 7, 1000))
+        outbox.put(ProcessStateChange("a", "a", "STOPPING", "STOPPED", 7, 1001))
+        outbox.put(ProcessStateChange("a", "a", "STOPPED", "STARTING", 0, 1002))
+        wait_for(lambda: len(collector.snapshot()) >= 3, 5, "the three transitions")
+        holds_for(lambda: republished(collector.snapshot()), 3, "each transition published once")
+        assert [m["seq"] for m in collector.snapshot()] == [1, 2, 3]
+        sink._client.stalled = False  # type: ignore[attr-defined]
+        wait_for(lambda: sink.resyncs, 5, "the resync once the link is back")
+        assert not republished(collector.snapshot()), republished(collector.snapshot())
+    finally:
+        sink.stop(2)
+
+
+class LosesOneResyncReply(redis.Redis):
+    """The first resync's EXEC runs, then its reply is lost (the link broke at that moment)."""
+
+    lost = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def execute_then_lose_reply(raise_on_error: bool = True) -> Any:
+            resync = any(args[0] == "DEL" for args, _ in pipe.command_stack)
+            replies = execute(raise_on_error)
+            if resync and not self.lost:
+                self.lost += 1
+                raise redis.exceptions.TimeoutError("Timeout reading from socket (reply lost by the test)")
+            return replies
+
+        pipe.execute = execute_then_lose_reply
+        return pipe
+
+
+def test_seqs_of_a_resync_that_may_have_run_are_not_reused(
+    redis_server: RedisServer, collector: Collector, outbox
+) -> None:
+    """A consumer drops what comes with a seq it has seen: a seq must never carry two messages."""
+    rpc = StubRPC([info("a", "RUNNING", 7), info("b", "RUNNING", 8)])
+    sink = make_sink(redis_server, rpc, outbox, LosesOneResyncReply)
+    try:
+        wait_for(lambda: sink.resyncs >= 1, 5, "the resync after the lost reply")
+        outbox.put(ProcessStateChange("a", "a", "RUNNING", "STOPPING", 7, 1000))
+        wait_for(lambda: any(not m["resync"] for m in collector.snapshot()), 5, "the transition")
+        assert not republished(collector.snapshot()), republished(collector.snapshot())
+    finally:
+        sink.stop(2)
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def sink_log() -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger("raptor.sink")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_a_refused_permission_is_said_once_retried_calmly_and_recovered(
+    redis_server: RedisServer, collector: Collector, outbox, sink_log: Lines
+) -> None:
+    admin = redis_server.client()
+    acl_user(admin, "nodel", without=["+del"])
+    url = f"redis://nodel:{ACL_PASSWORD}@127.0.0.1:{redis_server.port}/0"
+    sink = make_sink(redis_server, StubRPC([info("a", "RUNNING", 7)]), outbox, url=url, permission_retry=0.5)
+
+    def refusals() -> List[str]:
+        return [line for line in sink_log.lines if "lacks the ACL permission" in line]
+
+    try:
+        wait_for(refusals, 5, "the refusal of the start resync's DEL")
+        assert "ACL SETUSER nodel +del" in refusals()[0]
+        # Events flow while the resync waits for the permission.
+        outbox.put(ProcessStateChange("b", "b", "STOPPED", "STARTING", 0, 1000))
+        wait_for(collector.snapshot, 5, "the transition")
+        holds_for(lambda: len(refusals()) > 1 and refusals(), 2, "one line for the refusal")
+        attempts = sum(int(e["count"]) for e in admin.acl_log() if e["object"] == "del")
+        assert 2 <= attempts <= 8, f"retried every 0.5 s for about 2.5 s, not {attempts} times"
+        admin.execute_command("ACL", "SETUSER", "nodel", "+del")
+        wait_for(lambda: sink.resyncs, 5, "the resync once granted")
+        assert set(stored_snapshot(admin, "h")) == {"a"}
+        assert any("now grants the ACL permission +del" in line for line in sink_log.lines)
+        assert len(refusals()) == 1
+        assert not republished(collector.snapshot())
+    finally:
+        sink.stop(2)
+
+
+@pytest.mark.parametrize(
+    ("error", "command", "permission"),
+    [
+        (redis.exceptions.NoPermissionError("this user has no permissions to run the 'del' command"), (), "+del"),
+        (redis.exceptions.NoPermissionError("User u has no permissions to run the 'client|setname' command"), (),
+         "+client|setname"),
+        (redis.exceptions.ExecAbortError("Transaction discarded because of: NOPERM this user has no permissions to "
+                                         "run the 'exec' command"), (), "+exec"),
+        (redis.exceptions.ResponseError("EXEC without MULTI"), (), "+multi"),
+        (redis.exceptions.NoPermissionError("Command # 5 (HSET host_meta:h seq 1) of pipeline caused error: this user "
+                                            "has no permissions to access one of the keys used as arguments"), (),
+         "~host_meta:h"),
+        (redis.exceptions.NoPermissionError("No permissions to access a key"), ("EXISTS", "k1", "k2"), "~k1 ~k2"),
+        (redis.exceptions.NoPermissionError("Command # 1 (PUBLISH proc_events {\"a\": 1}) of pipeline caused "
+                                            "error: this user has no permissions to access one of the channels used "
+                                            "as arguments"), (), "&proc_events"),
+        (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), (), None),
+        (redis.exceptions.ConnectionError("Connection refused"), (), None),
+    ],
+)  # fmt: skip
+def test_refusal_names_the_missing_permission(error: Exception, command: Any, permission: Optional[str]) -> None:
+    refused = refusal(error, command)
+    assert (refused and refused.permission) == permission
+
+
+def test_permissions_used_names_them_as_refusal_does() -> None:
+    used = permissions_used(
+        [["PUBLISH", "proc_events", "{}"], ["HSET", "host_procs:h", "a", "1"], ["EXISTS", "k1", "k2"]]
+    )
+    assert {"+publish", "&proc_events", "+hset", "~host_procs:h", "+exists", "~k1", "~k2", "+client|setname"} <= used
+    assert "~a" not in used

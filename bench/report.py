@@ -12,10 +12,15 @@ import matplotlib.pyplot as plt
 
 VARIANTS = ("raptor", "seed_config", "sync_getallprocessinfo")
 LABELS = {
-    "raptor": "raptor (buffer 1024)",
+    "raptor": "raptor (buffer {buffer_size})",
     "seed_config": "raptor, seed config (buffer 10)",
     "sync_getallprocessinfo": "per-event getAllProcessInfo",
 }
+RSS_TARGETS = {"rss_series": 40.0, "rss_1000_series": 48.0}  # MB, design.md: 200 and 1,000 programs
+
+
+def label(variant: str, meta: Dict[str, Any]) -> str:
+    return LABELS[variant].format(buffer_size=meta.get("buffer_size", 1024))
 
 
 def _cell(value: Any) -> str:
@@ -38,7 +43,7 @@ def write_readme(results: Dict[str, Any], targets: Dict[str, Tuple[str, str]], p
         f"of each short scenario; {meta['duration_s']} s in all. Shared 2-core VM: expect noise of tens "
         "of percent on the timings, none on the counts.",
         "",
-        "| figure | target | " + " | ".join(LABELS[v] for v in VARIANTS) + " |",
+        "| figure | target | " + " | ".join(label(v, meta) for v in VARIANTS) + " |",
         "| --- | --- | " + " | ".join("---" for _ in VARIANTS) + " |",
     ]
     for key, (title, target) in targets.items():
@@ -57,9 +62,9 @@ def write_readme(results: Dict[str, Any], targets: Dict[str, Tuple[str, str]], p
         "",
         "More of raptor's figures: "
         f"ack p50 {raptor.get('ack_p50_ms')} ms healthy / {raptor.get('ack_p50_redis_frozen_ms')} ms with Redis "
-        f"frozen; RSS max {raptor.get('rss_max_mb')} MB, growth over the second half "
-        f"{raptor.get('rss_growth_second_half_mb')} MB across {raptor.get('flapping_events')} events in "
-        f"{raptor.get('flapping_s')} s of flapping; fleet ingest: {raptor.get('fleet_ingest_received')} of "
+        f"frozen; {_rss_text(raptor, 'rss_', meta.get('programs'))}; "
+        f"{_rss_text(raptor, 'rss_1000_', meta.get('large_programs'))}; "
+        f"fleet ingest: {raptor.get('fleet_ingest_received')} of "
         f"{raptor.get('fleet_ingest_messages')} messages from {raptor.get('fleet_ingest_hosts')} hosts.",
         "",
         "How to read it: *events discarded* are counted from supervisord's own log "
@@ -72,11 +77,25 @@ def write_readme(results: Dict[str, Any], targets: Dict[str, Tuple[str, str]], p
         "",
         "![burst](burst.png)",
         "",
-        "Re-run: `make bench` (about 20 minutes; `python -m bench.run --quick` for a smoke run). "
+        "Re-run: `make bench` (about 35 minutes; `python -m bench.run --quick` for a smoke run). "
         "Raw numbers: `latest.json`.",
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _rss_text(figures: Dict[str, Any], prefix: str, programs: Any) -> str:
+    """The listener's memory at one host size, in words."""
+    if f"{prefix}mb" not in figures:
+        return f"RSS at {programs} programs not measured"
+    flapping = "rss_1000_flapping_" if prefix == "rss_1000_" else "flapping_"
+    return (
+        f"RSS at {programs} programs (buffer_size {figures.get(prefix + 'buffer_size')}): "
+        f"{figures.get(prefix + 'start_mb')} MB once every program has started, "
+        f"max {figures.get(prefix + 'max_mb')} MB, growth over the second half "
+        f"{figures.get(prefix + 'growth_second_half_mb')} MB across {figures.get(flapping + 'events')} events "
+        f"in {figures.get(flapping + 's')} s of flapping"
+    )
 
 
 def write_plot(results: Dict[str, Any], bursts: Dict[str, List[float]], path: Path) -> None:
@@ -84,16 +103,24 @@ def write_plot(results: Dict[str, Any], bursts: Dict[str, List[float]], path: Pa
     for variant in VARIANTS:
         arrivals = sorted(t for t in bursts.get(variant, []) if t >= 0)
         if arrivals:
-            left.step(arrivals, range(1, len(arrivals) + 1), where="post", label=LABELS[variant])
+            left.step(arrivals, range(1, len(arrivals) + 1), where="post", label=label(variant, results["meta"]))
     left.set_title(f"`supervisorctl restart all` of {results['meta']['programs']} programs")
     left.set_xlabel("seconds since the restart began")
     left.set_ylabel("messages published (cumulative)")
     left.legend(loc="center right")
-    series = results["raptor"].get("rss_series", [])
-    if series:
-        right.plot([t for t, _ in series], [mb for _, mb in series], color="tab:blue")
-        right.axhline(30, color="tab:red", linestyle="--", label="target 30 MB")
-        right.set_ylim(0, max(35, max(mb for _, mb in series) * 1.2))
+    meta = results["meta"]
+    top = 0.0
+    for key, programs, color in (
+        ("rss_series", meta.get("programs"), "tab:blue"),
+        ("rss_1000_series", meta.get("large_programs"), "tab:orange"),
+    ):
+        series = results["raptor"].get(key, [])
+        if series:
+            right.plot([t for t, _ in series], [mb for _, mb in series], color=color, label=f"{programs} programs")
+            right.axhline(RSS_TARGETS[key], color=color, linestyle="--", label=f"target {RSS_TARGETS[key]:g} MB")
+            top = max(top, RSS_TARGETS[key], *(mb for _, mb in series))
+    if top:
+        right.set_ylim(0, top * 1.2)
         right.legend(loc="lower right")
     right.set_title("raptor listener RSS while a quarter of the programs flap")
     right.set_xlabel("seconds")

@@ -1,16 +1,22 @@
 """raptor's benchmarks: the design's targets, side by side with the baselines.
 
     .venv/bin/python -m bench.run [--quick] [--runs N] [--out bench/results]
+    .venv/bin/python -m bench.run --only-rss [--rss-programs N] [--rss-seconds S]
 
 Everything real, on loopback: a supervisord with 200 programs, a redis-server, the
 listener under test. Variants:
 
-- ``raptor``: proc_publisher with ``buffer_size=1024`` (what the role installs);
+- ``raptor``: proc_publisher with the ``buffer_size`` the role installs for that many
+  programs (2048 for 200: see ``role_buffer_size``);
 - ``seed_config``: the same listener with the seed's configuration (``buffer_size`` 10);
 - ``sync_getallprocessinfo``: bench/sync_listener.py, which works the way the original
   did (two ``getAllProcessInfo()`` and synchronous Redis writes per event), with
-  ``buffer_size=1024`` so that the architecture is what differs;
+  raptor's ``buffer_size`` so that the architecture is what differs;
 - ``vr_agent_2_0_0``: the original from PyPI, run as it is.
+
+The listener's memory is measured twice, with 200 and with 1,000 programs, a quarter
+of them flapping for 10 minutes each. ``--only-rss`` runs only that scenario and prints
+its figures (``--rss-programs`` one size only, ``--rss-seconds`` a shorter run).
 
 Writes ``latest.json``, ``README.md`` (table) and ``burst.png`` to --out.
 """
@@ -23,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -55,9 +62,18 @@ TARGETS = {
     "ack_p99_ms": ("ack time p99, Redis healthy (ms)", "<= 1"),
     "ack_p99_redis_frozen_ms": ("ack time p99, Redis frozen (ms)", "<= 1"),
     "converge_after_outage_s": ("Redis outage mid-burst: return until snapshot correct (s)", "<= 2"),
-    "rss_mb": ("listener RSS after flapping (MB)", "<= 30, flat"),
+    "rss_mb": ("listener RSS after 10 min of flapping, 200 programs (MB)", "<= 40, flat"),
+    "rss_1000_mb": ("listener RSS after 10 min of flapping, 1,000 programs (MB)", "<= 48, flat"),
     "fleet_ingest_msgs_per_s": ("fleet view ingest, one consumer (msg/s)", ">= 50000"),
 }
+
+
+LARGE = 1000  # programs of the large host's RSS figure (100 in --quick)
+
+
+def role_buffer_size(programs: int) -> int:
+    """What the role templates when proc_publisher_buffer_size is 0 (roles/proc_publisher/vars)."""
+    return max(1024, -(-programs * 6 // 1024) * 1024)
 
 
 class Bench:
@@ -67,17 +83,18 @@ class Bench:
         self.runs = runs
         self.workdir = workdir
         self.programs = 40 if quick else 200
+        self.large_programs = 100 if quick else LARGE
         # No output-buffer limit for subscribers: the ingest figure measures the consumer,
         # which Redis would otherwise disconnect once it lags 32 MB behind.
         self.redis = RedisServer(workdir / "redis", extra_args=["--client-output-buffer-limit", "pubsub 0 0 0"]).start()
         self.client = self.redis.client()
         self.bursts: Dict[str, List[float]] = {}
-        self.rss_series: List[List[float]] = []
 
     def log(self, text: str) -> None:
         print(f"[{datetime.datetime.now():%H:%M:%S}] {text}", flush=True)
 
-    def supervisord(self, name: str, variant: str, **options: Any) -> Supervisord:
+    def supervisord(self, name: str, variant: str, programs: Optional[int] = None, **options: Any) -> Supervisord:
+        count = programs or self.programs
         listener = {
             "sync_getallprocessinfo": f"{sys.executable} -m bench.sync_listener",
             "vr_agent_2_0_0": options.pop("listener_command", None),
@@ -85,10 +102,10 @@ class Bench:
         self.client.flushall()
         return Supervisord(
             self.workdir / f"{variant}-{name}-{time.monotonic_ns()}",
-            velociraptor_names(self.programs),
+            velociraptor_names(count),
             self.redis.url,
             hostname=HOST,
-            buffer_size=10 if variant == "seed_config" else 1024,
+            buffer_size=10 if variant == "seed_config" else role_buffer_size(count),
             listener_command=listener,
             group="fleet",
             listener_env={"PYTHONPATH": str(ROOT), **json.loads(os.environ.get("RAPTOR_BENCH_LISTENER_ENV", "{}"))},
@@ -204,35 +221,70 @@ class Bench:
         finally:
             sup.stop()
 
-    def flapping_rss(self, variant: str) -> Dict[str, Any]:
-        """N programs, a quarter of them flapping; listener RSS sampled over the run."""
-        duration = 15.0 if self.quick else 600.0
-        names = velociraptor_names(self.programs)
-        flapping = {n: "sh -c 'sleep 1'" for n in names[: self.programs // 4]}
+    def flapping_rss(
+        self, variant: str, programs: Optional[int] = None, duration: Optional[float] = None
+    ) -> Dict[str, Any]:
+        """N programs, a quarter of them flapping; listener RSS sampled over the run.
+
+        Figures: RSS once every program has started (``rss_start_mb``), at the end
+        (``rss_mb``), the maximum and the growth over the second half (flat: ~0)."""
+        count = programs or self.programs
+        if duration is None:
+            duration = 15.0 if self.quick else 600.0
+        names = velociraptor_names(count)
+        # The flappers hold still until every program has started, then exit after 1 s and
+        # are restarted, for ever: a start of 1,000 programs while 250 flap takes minutes.
+        go = self.workdir / f"flap-{time.monotonic_ns()}"
+        flapper = f"sh -c 'while [ ! -e {go} ]; do sleep 2; done; sleep 1'"
+        flapping = dict.fromkeys(names[: count // 4], flapper)
         options = {"startsecs": "0", "autorestart": "true"}
-        sup = self.supervisord("rss", variant, program_commands=flapping, program_options=options)
+        sup = self.supervisord("rss", variant, programs=count, program_commands=flapping, program_options=options)
         try:
             sup.start()
             wait_for(lambda: sup.listener_info()["pid"], 30, "the listener")
             pid = int(sup.listener_info()["pid"])
+
+            def started_up() -> bool:
+                running = {n for n, info in sup.truth().items() if info["statename"] == "RUNNING"}
+                return set(names) <= running and self.client.hlen(f"host_procs:{HOST}") > count
+
+            began = time.monotonic()
+            wait_for(started_up, 60 + count / 2, "every program to run and be in the snapshot", interval=1.0)
+            start_s = round(time.monotonic() - began, 1)
+            start_mb = rss_mb(pid)
+            go.touch()
             series: List[List[float]] = []
             started = time.monotonic()
             while time.monotonic() - started < duration:
                 series.append([round(time.monotonic() - started, 1), rss_mb(pid)])
-                time.sleep(1.0 if self.quick else 5.0)
+                time.sleep(1.0 if duration < 120 else 5.0)
+            series.append([round(time.monotonic() - started, 1), rss_mb(pid)])
             events = int(self.listener_meta().get("events", 0) or 0)
-            self.rss_series = series
             tail = [mb for _, mb in series[len(series) // 2 :]]
             return {
+                "rss_programs": count,
+                "rss_buffer_size": role_buffer_size(count),
+                "rss_start_mb": start_mb,
+                "rss_start_s": start_s,  # from the listener's start until every program ran
                 "rss_mb": series[-1][1],
                 "rss_max_mb": max(mb for _, mb in series),
                 "rss_growth_second_half_mb": round(tail[-1] - tail[0], 2),
                 "flapping_s": duration,
                 "flapping_events": events,
                 "listener_restarts": sup.log_text().count("exited: proc_publisher"),
+                "rss_series": series,
             }
         finally:
             sup.stop()
+
+    def rss_figures(self, variant: str, duration: Optional[float] = None) -> Dict[str, Any]:
+        """The memory figures at 200 programs (``rss_*``) and 1,000 (``rss_1000_*``)."""
+        figures = self.flapping_rss(variant, self.programs, duration)
+        self.log(f"{variant}: rss at {self.programs} programs {_short(figures)}")
+        large = self.flapping_rss(variant, self.large_programs, duration)
+        self.log(f"{variant}: rss at {self.large_programs} programs {_short(large)}")
+        figures.update({"rss_1000_" + key.removeprefix("rss_"): value for key, value in large.items()})
+        return figures
 
     def fleet_ingest(self) -> Dict[str, Any]:
         """Many simulated hosts publish; one consumer (raptor's Follower) applies every message."""
@@ -319,6 +371,10 @@ def listener_venv(workdir: Path, redis_spec: str) -> Path:
     return venv / "bin" / "proc_publisher"
 
 
+def _short(figures: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in figures.items() if not k.endswith("series")}
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -333,13 +389,32 @@ def median(values: List[Optional[float]]) -> Optional[float]:
     return round(statistics.median(known), 4)
 
 
-def run_all(quick: bool, runs: int, redis_spec: str, only_rss: bool = False) -> Dict[str, Any]:
+def raise_open_files_limit(wanted: int = 16384) -> None:
+    """supervisord keeps about 5 descriptors per program: 1,000 programs exceed a 1024 soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def run_all(
+    quick: bool,
+    runs: int,
+    redis_spec: str,
+    *,
+    only_rss: bool = False,
+    rss_programs: Optional[int] = None,
+    rss_seconds: Optional[float] = None,
+) -> Dict[str, Any]:
     results: Dict[str, Any] = {}
+    raise_open_files_limit()  # inherited by the supervisords
     with tempfile.TemporaryDirectory(prefix="raptor-bench-") as tmp:
         bench = Bench(quick, runs, Path(tmp), redis_spec)
         if only_rss:
             try:
-                return {"raptor": bench.flapping_rss("raptor")}
+                if rss_programs:
+                    return {"raptor": _short(bench.flapping_rss("raptor", rss_programs, rss_seconds))}
+                return {"raptor": _short(bench.rss_figures("raptor", rss_seconds))}
             finally:
                 bench.redis.stop()
         try:
@@ -364,10 +439,7 @@ def run_all(quick: bool, runs: int, redis_spec: str, only_rss: bool = False) -> 
                     bench.log(f"{variant}: outage {outage}")
                     figures.update(outage)
                 results[variant] = figures
-            rss = bench.flapping_rss("raptor")
-            bench.log(f"raptor: rss {rss}")
-            results["raptor"].update(rss)
-            results["raptor"]["rss_series"] = bench.rss_series
+            results["raptor"].update(bench.rss_figures("raptor"))
             ingest = bench.fleet_ingest()
             bench.log(f"fleet ingest {ingest}")
             results["raptor"].update(ingest)
@@ -406,10 +478,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--redis-py", default="", help="redis-py requirement for the listener, e.g. 'redis<8'")
     parser.add_argument("--only-rss", action="store_true", help="only the flapping/RSS scenario, printed")
+    parser.add_argument("--rss-programs", type=int, help="with --only-rss: this many programs only")
+    parser.add_argument("--rss-seconds", type=float, help="with --only-rss: flap this long (default 600)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     if args.only_rss:
-        print(json.dumps(run_all(args.quick, 1, args.redis_py, only_rss=True)))
+        print(
+            json.dumps(
+                run_all(
+                    args.quick,
+                    1,
+                    args.redis_py,
+                    only_rss=True,
+                    rss_programs=args.rss_programs,
+                    rss_seconds=args.rss_seconds,
+                )
+            )
+        )
         return 0
     results = run_all(args.quick, args.runs, args.redis_py)
     bursts = results.pop("_bursts")
@@ -421,8 +506,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "quick": args.quick,
         "runs": args.runs,
         "programs": 40 if args.quick else 200,
+        "large_programs": 100 if args.quick else LARGE,
+        "buffer_size": role_buffer_size(40 if args.quick else 200),
         "duration_s": round(time.monotonic() - started),
-        "notes": "medians of `runs` runs; sync_getallprocessinfo runs with buffer_size=1024",
+        "notes": "medians of `runs` runs; sync_getallprocessinfo runs with raptor's buffer_size",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -19,7 +19,7 @@ import redis
 
 from . import __version__
 from .config import DEFAULT_CHANNEL, ConfigError, redact_url, validate_redis_url
-from .fleet import Fleet, Host, state_order
+from .fleet import SAME_SUPERVISORD, Duplicate, Fleet, Host, state_order
 from .follow import Follower, make_client, next_message, parse_message
 
 EXIT_OK, EXIT_DUPLICATES, EXIT_ERROR = 0, 1, 2
@@ -41,7 +41,7 @@ def _table(rows: List[List[str]], out: TextIO) -> None:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
-def print_status(hosts: List[Host], duplicates: List[Tuple[str, str]], detail: bool, out: TextIO, now: float) -> None:
+def print_status(hosts: List[Host], duplicates: List[Duplicate], detail: bool, out: TextIO, now: float) -> None:
     if not hosts:
         out.write("no hosts publish to this Redis (no host_procs:* keys)\n")
     else:
@@ -63,16 +63,25 @@ def print_status(hosts: List[Host], duplicates: List[Tuple[str, str]], detail: b
                     pid = str(proc.get("pid") or "-")
                     rows.append([host.name, name, str(proc.get("statename")), pid, str(proc.get("description", ""))])
             _table(rows, out)
-    for a, b in duplicates:
-        out.write(f"DUPLICATE: {a} and {b} report the same processes with the same pids "
-                  "(one supervisord publishing under two names)\n")  # fmt: skip
+    for duplicate in duplicates:
+        out.write(describe_duplicate(duplicate) + "\n")
+
+
+def describe_duplicate(duplicate: Duplicate) -> str:
+    a, b = duplicate.a, duplicate.b
+    if duplicate.basis == SAME_SUPERVISORD:
+        return (f"DUPLICATE: {a} and {b} are one supervisord publishing under two names "
+                f"(same supervisord_id {duplicate.detail})")  # fmt: skip
+    return (f"DUPLICATE: {a} and {b} report the same processes with the same pids ({duplicate.detail}): "
+            "one supervisord publishing under two names, guessed because one of them publishes no "
+            "supervisord_id (an older listener)")  # fmt: skip
 
 
 def cmd_status(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
     fleet = Fleet()
     fleet.load(client)
     hosts = fleet.select(args.host, args.app)
-    duplicates = fleet.duplicates()
+    duplicates = fleet.find_duplicates()
     now = time.time()
     if args.json:
         json.dump(Fleet.as_json(hosts, duplicates, now), out, indent=2, ensure_ascii=False)

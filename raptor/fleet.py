@@ -4,6 +4,11 @@ A :class:`Fleet` starts from the per-host snapshots (``host_procs:<host>`` and
 ``host_meta:<host>``) and is kept current by the messages on the channel. Each
 host's ``(run_id, seq)`` tells whether a message is new, a duplicate, or follows a
 gap or a listener restart, in which case that host is reloaded from its snapshot.
+
+Duplicates (one supervisord publishing under two names) are decided on the
+``supervisord_id`` each listener publishes in its meta record (see
+:mod:`raptor.identity`); only for a host without one (an older listener, another
+publisher) are they guessed from shared process names and pids.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 import redis
 
 from .config import DEFAULT_SNAPSHOT_TTL
+from .identity import FIELD as IDENTITY_FIELD
 from .messages import identity
 
 SNAPSHOT_PREFIX = "host_procs:"
@@ -35,6 +41,8 @@ class Host:
     run_id: Optional[str] = None
     seq: int = 0
     refreshed: Optional[float] = None  # epoch of the last full snapshot refresh
+    supervisord_id: Optional[str] = None  # from host_meta; see raptor.identity
+    loaded: bool = False  # read from Redis (not only seen in messages)
 
     def age(self, now: float) -> Optional[float]:
         return None if self.refreshed is None else max(0.0, now - self.refreshed)
@@ -59,6 +67,19 @@ class Apply:
     DUPLICATE = "duplicate"  # seq already seen (at-least-once delivery)
     RESYNC = "resync"  # gap or new listener run: the host must be reloaded
     IGNORED = "ignored"  # not a proc message
+
+
+class Duplicate(NamedTuple):
+    """Two host names published by one supervisord, and how that was decided."""
+
+    a: str
+    b: str
+    basis: str  # SAME_SUPERVISORD or SAME_PIDS
+    detail: str  # the shared supervisord_id, or "N of M pids"
+
+
+SAME_SUPERVISORD = "supervisord_id"
+SAME_PIDS = "pids"  # the guess for hosts that publish no supervisord_id
 
 
 def _decode(value: Any) -> str:
@@ -122,7 +143,7 @@ class Fleet:
 
     @staticmethod
     def _host(name: str, snapshot: Dict[Any, Any], meta_raw: Dict[Any, Any], ttl: int, now: float) -> Host:
-        host = Host(name)
+        host = Host(name, loaded=True)
         for field_name, value in snapshot.items():
             try:
                 raw = json.loads(value)
@@ -135,6 +156,7 @@ class Fleet:
         host.run_id = meta.get("run_id")
         host.seq = int(meta["seq"]) if meta.get("seq", "").isdigit() else 0
         host.refreshed = _float(meta.get("refreshed"))
+        host.supervisord_id = meta.get(IDENTITY_FIELD) or None
         if host.refreshed is None and ttl and ttl > 0:
             # A publisher without a meta record (Velociraptor's own): estimate from the TTL.
             host.refreshed = now - (DEFAULT_SNAPSHOT_TTL - ttl)
@@ -185,13 +207,38 @@ class Fleet:
         return selected
 
     def duplicates(self) -> List[Tuple[str, str]]:
-        """Host names that report the same processes with the same pids.
+        """Pairs of host names that are one supervisord publishing under two names."""
+        return [(d.a, d.b) for d in self.find_duplicates()]
 
-        That is one supervisord publishing under two names: the hostname mismatch
-        that makes the dashboard show every proc twice.
+    def find_duplicates(self) -> List[Duplicate]:
+        """Pairs of host names that are one supervisord (the hostname mismatch that
+        makes the dashboard show every proc twice), with the basis of each verdict.
+
+        Two hosts that both publish a ``supervisord_id`` are duplicates if and only if
+        the ids are equal: grouped by id, so a fleet of any size costs one pass.
+        Where one of the two has none, the old guess applies: the same processes
+        with the same pids. Hosts only seen in messages, not yet loaded, are left out.
         """
+        found: Dict[Tuple[str, str], Duplicate] = {}
+        by_id: Dict[str, List[str]] = {}
+        for name, host in self.hosts.items():
+            if host.supervisord_id:
+                by_id.setdefault(host.supervisord_id, []).append(name)
+        for supervisord_id, names in by_id.items():
+            for pair in _pairs(sorted(names)):
+                found[pair] = Duplicate(*pair, SAME_SUPERVISORD, supervisord_id)
+        legacy = {n for n, h in self.hosts.items() if h.loaded and not h.supervisord_id}
+        if legacy:
+            for duplicate in self._same_pids(legacy):
+                found.setdefault((duplicate.a, duplicate.b), duplicate)
+        return [found[pair] for pair in sorted(found)]
+
+    def _same_pids(self, legacy: Set[str]) -> List[Duplicate]:
+        """Pairs with at least one host of *legacy* that share half their running pids."""
         signatures: Dict[str, Set[Tuple[str, int]]] = {}
         for name, host in self.hosts.items():
+            if not host.loaded:
+                continue
             running = {(p["name"], int(p.get("pid") or 0)) for p in host.procs.values() if p.get("pid")}
             if running:
                 signatures[name] = running
@@ -201,19 +248,21 @@ class Fleet:
                 owners.setdefault(item, []).append(name)
         shared: Counter[Tuple[str, str]] = Counter()
         for names in owners.values():
-            names.sort()
-            for i, a in enumerate(names):
-                for b in names[i + 1 :]:
-                    shared[(a, b)] += 1
+            old = [n for n in names if n in legacy]
+            for a in old:  # |legacy| x |owners|, not |owners|^2: hosts with an id are not paired here
+                for b in names:
+                    if b != a and not (b in legacy and b < a):
+                        shared[(a, b) if a < b else (b, a)] += 1
         pairs = []
         for (a, b), count in shared.items():
+            least = min(len(signatures[a]), len(signatures[b]))
             # Pids are reused, so one coincidence proves nothing; half the processes does.
-            if count >= max(1, min(len(signatures[a]), len(signatures[b])) // 2):
-                pairs.append((a, b))
-        return sorted(pairs)
+            if count >= max(1, least // 2):
+                pairs.append(Duplicate(a, b, SAME_PIDS, f"{count} of {least} pids"))
+        return pairs
 
     @staticmethod
-    def as_json(hosts: List[Host], duplicates: List[Tuple[str, str]], now: float) -> Dict[str, Any]:
+    def as_json(hosts: List[Host], duplicates: List[Duplicate], now: float) -> Dict[str, Any]:
         def host_json(host: Host) -> Dict[str, Any]:
             age = host.age(now)
             return {
@@ -225,6 +274,16 @@ class Fleet:
                 "age_s": None if age is None else round(age, 1),
                 "run_id": host.run_id,
                 "seq": host.seq,
+                "supervisord_id": host.supervisord_id,
             }
 
-        return {"hosts": [host_json(host) for host in hosts], "duplicates": [list(pair) for pair in duplicates]}
+        return {
+            "hosts": [host_json(host) for host in hosts],
+            "duplicates": [[d.a, d.b] for d in duplicates],
+            # why each pair is one: the shared supervisord_id, or (older listeners) shared pids
+            "duplicate_basis": [{"hosts": [d.a, d.b], "basis": d.basis, "detail": d.detail} for d in duplicates],
+        }
+
+
+def _pairs(names: List[str]) -> List[Tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]

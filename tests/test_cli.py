@@ -58,6 +58,9 @@ def test_status_reports_the_duplicate_pair_and_exits_1(two_names: Supervisord, r
     text = raptor("status", "--redis-url", redis_server.url)
     assert text.returncode == 1
     assert "DUPLICATE: web1 and web1.example.com" in text.stdout
+    if web1["supervisord_id"] is not None:  # decided on the listeners' common supervisord, not on pids
+        assert web1["supervisord_id"] == hosts["web1.example.com"]["supervisord_id"]
+        assert [d["basis"] for d in report["duplicate_basis"]] == ["supervisord_id"]
 
 
 def test_status_of_a_healthy_fleet(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -229,12 +232,13 @@ def test_apply_detects_duplicates_gaps_and_restarts() -> None:
 
 
 def test_duplicates_need_many_shared_pids_not_one() -> None:
+    """The guess for hosts whose listener publishes no supervisord_id (older ones)."""
     fleet = Fleet()
     for host, pids in (("a", [10, 11, 12, 13]), ("b", [10, 11, 12, 13]), ("c", [10, 90, 91, 92])):
-        for i, pid in enumerate(pids):
-            fleet.apply(
-                {"event": "PROCESS_STATE_RUNNING", "host": host, "name": f"p{i}", "statename": "RUNNING", "pid": pid}
-            )
+        snapshot = {
+            f"p{i}": json.dumps({"name": f"p{i}", "statename": "RUNNING", "pid": pid}) for i, pid in enumerate(pids)
+        }
+        fleet.hosts[host] = Fleet._host(host, snapshot, {"run_id": "r", "seq": "1"}, 600, time.time())
     assert fleet.duplicates() == [("a", "b")]
 
 

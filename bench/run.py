@@ -325,7 +325,7 @@ class Bench:
     def vr_agent(self) -> Dict[str, Any]:
         """The original, from PyPI, as it is: record what happens."""
         venv = self.workdir / "vr-agent-venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
         install = subprocess.run(
             [str(venv / "bin" / "pip"), "install", "-q", "vr.agent==2.0.0", "vr.common==6.1.1"],
             capture_output=True,
@@ -360,13 +360,15 @@ class Bench:
 
 def listener_venv(workdir: Path, redis_spec: str) -> Path:
     """A virtualenv like the role makes on a host: raptor and redis-py, nothing else."""
-    subprocess.run(["scripts/wheelhouse.sh"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["scripts/wheelhouse.sh"], cwd=ROOT, check=True, capture_output=True, timeout=900)
     venv = workdir / "listener-venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     wheels = str(ROOT / "build" / "wheelhouse")
     packages = ["raptor", *([redis_spec] if redis_spec else [])]
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", wheels, *packages], check=True
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", wheels, *packages],
+        check=True,
+        timeout=300,
     )
     return venv / "bin" / "proc_publisher"
 
@@ -465,7 +467,7 @@ def machine() -> Dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "redis": subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True, check=False
+            ["redis-server", "--version"], capture_output=True, text=True, check=False, timeout=30
         ).stdout.strip(),
         "supervisor": __import__("supervisor.options").options.VERSION,
     }

@@ -49,6 +49,7 @@ def test_demo_rolls_out_a_fleet_without_duplicates() -> None:
         env=env,
         capture_output=True,
         text=True,
+        timeout=60,
         check=False,
     )
     assert left.stdout.strip() == ""

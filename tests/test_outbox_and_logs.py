@@ -196,7 +196,8 @@ def test_uncaught_exceptions_go_through_the_redacting_log() -> None:
             sys.excepthook(type(exc), exc, exc.__traceback__)
         thread = threading.Thread(target=lambda: 1 / 0, name="boom")
         thread.start()
-        thread.join()
+        thread.join(10)
+        assert not thread.is_alive()
     finally:
         sys.excepthook, threading.excepthook = saved
     text = stream.getvalue()

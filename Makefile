@@ -16,7 +16,7 @@ export ANSIBLE_NOCOLOR := 1
 export NO_COLOR := 1
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons molecule demo-test demo demo-down bench deps doctor images wheelhouse collection clean
+.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench deps doctor images wheelhouse collection clean
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
@@ -61,6 +61,11 @@ pytest: deps $(BIN)/.installed
 pythons: deps $(BIN)/.installed
 	nox -s tests oldest_redis -- --ignore=tests/test_demo.py --ignore=tests/test_bench_smoke.py --ignore=tests/test_doctor.py
 
+# The validators of PyPI, Galaxy and Automation Hub, on the built artifacts (logs in
+# build/validate/logs); the tools live in build/validate-venv, not in .venv.
+validate:
+	scripts/validate.sh
+
 molecule: images wheelhouse collection doctor
 	RAPTOR_MOLECULE_REDIS_PORT=$(FREE_PORT) molecule test -s default
 	RAPTOR_MOLECULE_REDIS_PORT_U=$(FREE_PORT) molecule test -s upgrade_absent
@@ -68,7 +73,7 @@ molecule: images wheelhouse collection doctor
 demo-test: images wheelhouse doctor
 	pytest -q tests/test_demo.py
 
-test: images doctor lint pytest pythons molecule demo-test
+test: images doctor lint pytest pythons validate molecule demo-test
 
 demo: images wheelhouse doctor
 	demo/demo.sh up

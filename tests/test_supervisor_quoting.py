@@ -12,7 +12,7 @@ from supervisor.datatypes import dict_of_key_value_pairs
 from supervisor.options import expand
 
 spec = importlib.util.spec_from_file_location(
-    "supervisor_filter", Path(__file__).parents[1] / "plugins" / "filter" / "supervisor.py"
+    "supervisor_filter", Path(__file__).parents[1] / "plugins" / "filter" / "supervisor_env_value.py"
 )
 assert spec and spec.loader
 module = importlib.util.module_from_spec(spec)

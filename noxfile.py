@@ -34,8 +34,16 @@ FOUND = {v: p for v in VERSIONS if v != RUNNING and (p := _find(v))}
 os.environ["PATH"] = os.pathsep.join([*(os.path.dirname(p) for p in FOUND.values()), os.environ["PATH"]])
 
 
-@nox.session(python=sorted(FOUND))
+# With no other interpreter (a plain Debian 12 has only its python3.11), each session
+# runs once without a virtualenv and says why it skips, instead of nox failing with
+# "No sessions found".
+NONE_FOUND = f"no Python 3.9-3.13 other than {RUNNING} on PATH or under pyenv: the .venv run is the only one"
+
+
+@nox.session(python=sorted(FOUND) or False)
 def tests(session: nox.Session) -> None:
+    if not FOUND:
+        session.skip(NONE_FOUND)
     session.install(".[test]")
     session.run("pytest", "-q", *session.posargs)
 
@@ -44,8 +52,9 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
-@nox.session(python=sorted(FOUND, key=_version)[:1])
+@nox.session(python=sorted(FOUND, key=_version)[:1] or [RUNNING])
 def oldest_redis(session: nox.Session) -> None:
-    """The floor of the dependency range: redis-py 5.0 on the oldest Python found."""
+    """The floor of the dependency range: redis-py 5.0 on the oldest Python found
+    (on this one when it is the only one)."""
     session.install(".[test]", "redis==5.0.*")
     session.run("pytest", "-q", *session.posargs)

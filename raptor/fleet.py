@@ -216,8 +216,11 @@ class Fleet:
 
         Two hosts that both publish a ``supervisord_id`` are duplicates if and only if
         the ids are equal: grouped by id, so a fleet of any size costs one pass.
-        Where one of the two has none, the old guess applies: the same processes
-        with the same pids. Hosts only seen in messages, not yet loaded, are left out.
+        Where both have none (older listeners), the old guess applies: the same
+        processes with the same pids. A host with an id is never paired by pids with
+        one without: during a staged upgrade of a container fleet, every container
+        not yet upgraded would otherwise pair with every upgraded one (same programs,
+        same pids). Hosts only seen in messages, not yet loaded, are left out.
         """
         found: Dict[Tuple[str, str], Duplicate] = {}
         by_id: Dict[str, List[str]] = {}
@@ -234,11 +237,10 @@ class Fleet:
         return [found[pair] for pair in sorted(found)]
 
     def _same_pids(self, legacy: Set[str]) -> List[Duplicate]:
-        """Pairs with at least one host of *legacy* that share half their running pids."""
+        """Pairs of hosts of *legacy* that share half their running pids."""
         signatures: Dict[str, Set[Tuple[str, int]]] = {}
-        for name, host in self.hosts.items():
-            if not host.loaded:
-                continue
+        for name in legacy:
+            host = self.hosts[name]
             running = {(p["name"], int(p.get("pid") or 0)) for p in host.procs.values() if p.get("pid")}
             if running:
                 signatures[name] = running
@@ -248,11 +250,8 @@ class Fleet:
                 owners.setdefault(item, []).append(name)
         shared: Counter[Tuple[str, str]] = Counter()
         for names in owners.values():
-            old = [n for n in names if n in legacy]
-            for a in old:  # |legacy| x |owners|, not |owners|^2: hosts with an id are not paired here
-                for b in names:
-                    if b != a and not (b in legacy and b < a):
-                        shared[(a, b) if a < b else (b, a)] += 1
+            for pair in _pairs(sorted(names)):
+                shared[pair] += 1
         pairs = []
         for (a, b), count in shared.items():
             least = min(len(signatures[a]), len(signatures[b]))

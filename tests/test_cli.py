@@ -58,9 +58,10 @@ def test_status_reports_the_duplicate_pair_and_exits_1(two_names: Supervisord, r
     text = raptor("status", "--redis-url", redis_server.url)
     assert text.returncode == 1
     assert "DUPLICATE: web1 and web1.example.com" in text.stdout
-    if web1["supervisord_id"] is not None:  # decided on the listeners' common supervisord, not on pids
-        assert web1["supervisord_id"] == hosts["web1.example.com"]["supervisord_id"]
-        assert [d["basis"] for d in report["duplicate_basis"]] == ["supervisord_id"]
+    # decided on the listeners' common supervisord, not on pids
+    assert web1["supervisord_id"]
+    assert web1["supervisord_id"] == hosts["web1.example.com"]["supervisord_id"]
+    assert [d["basis"] for d in report["duplicate_basis"]] == ["supervisord_id"]
 
 
 def test_status_of_a_healthy_fleet(tmp_path: Path, redis_server: RedisServer) -> None:

@@ -113,6 +113,8 @@ def configure_logging(
     for old in [h for h in root.handlers if isinstance(h, _RaptorHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
+    # warnings.warn() writes to stderr itself unless captured: through the same filter.
+    logging.captureWarnings(True)
 
 
 def log_uncaught_exceptions(logger: logging.Logger) -> None:

@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 from urllib.parse import quote, quote_plus
@@ -182,6 +183,24 @@ def test_redaction_covers_tracebacks_stack_info_and_bad_arguments() -> None:
     assert "RuntimeError: <ProtocolError for admin:***@localhost/RPC2: 401>" in text
     assert "unformattable arguments" in text
     assert "header ***" in text, "a library's log line goes through the same redaction"
+
+
+def test_python_warnings_go_through_the_redacting_log() -> None:
+    stream = io.StringIO()
+    secret = "w4rn-Pw!@:/$#%"
+    # Earlier tests captured warnings too, and pytest has since restored showwarning
+    # behind logging's back: start from a clean state, as a new process does.
+    logging.captureWarnings(False)
+    configure_logging(stream, "INFO", [secret])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn(f"connecting with {quote(secret, safe='')}", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+    text = stream.getvalue()
+    assert "UserWarning: connecting with ***" in text
+    assert "w4rn" not in text
 
 
 def test_uncaught_exceptions_go_through_the_redacting_log() -> None:

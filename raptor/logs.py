@@ -147,7 +147,7 @@ class Throttle:
         self._clock = clock
         self._seen: Dict[str, Tuple[float, int]] = {}
 
-    def log(self, key: str, level: int, msg: str, *args: object) -> None:
+    def log(self, key: str, level: int, msg: str, *args: object, exc_info: object = None) -> None:
         now = self._clock()
         last, held = self._seen.get(key, (None, 0))
         if last is not None and now - last < self._interval:
@@ -156,7 +156,7 @@ class Throttle:
         if held:
             msg += " (%d similar messages held back)"
             args = (*args, held)
-        self._logger.log(level, msg, *args)
+        self._logger.log(level, msg, *args, exc_info=exc_info)  # type: ignore[arg-type]
         self._seen[key] = (now, 0)
 
     def clear(self, key: str) -> bool:

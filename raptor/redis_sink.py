@@ -308,8 +308,24 @@ class RedisSink:
                 type(exc).__name__,
                 exc,
             )
-        else:
+        elif isinstance(exc, OSError):
             self._throttle.log("sink", logging.ERROR, "publishing failed: %s: %s", type(exc).__name__, exc)
+        else:
+            # Neither Redis nor the network: a bug met while building this batch (or a
+            # resync). Sent again, it would fail again and hold up everything queued
+            # behind it: drop it; the resync below (the repair path) publishes the
+            # state it was about.
+            dropped, self._unsent = len(self._unsent), []
+            self._throttle.log(
+                "bug",
+                logging.ERROR,
+                "publishing failed (%s: %s): dropped a batch of %d events; resyncing",
+                type(exc).__name__,
+                exc,
+                dropped,
+                exc_info=exc,
+            )
+            self._resync_reason = self._resync_reason or "a batch was dropped"
         self._resync_reason = self._resync_reason or "Redis reconnected"
         self._next_resync_at = 0.0
         return float(self._backoff.compute(failures))
@@ -370,7 +386,11 @@ class RedisSink:
             if refused is None:
                 raise
             if refused.permission != "+multi":
-                raise refused from exc  # refused while queuing: Redis discarded the transaction
+                # Refused while queuing (Redis discarded the transaction) or EXEC itself
+                # refused, which leaves the connection inside MULTI: a later command on
+                # it would only be QUEUED. Start from fresh connections.
+                self._client.connection_pool.disconnect()
+                raise refused from exc
             replies = [refused] * len(commands)  # without MULTI, each command ran on its own
         if not any(isinstance(reply, Exception) for reply in replies):
             self._went_through([["MULTI"], *commands, ["EXEC"]])

@@ -44,6 +44,7 @@ import redis
 
 from raptor.fleet import Fleet
 from raptor.follow import Follower
+from raptor.listener import buffer_size_for
 from tests.support import (
     Collector,
     RedisServer,
@@ -73,7 +74,7 @@ LARGE = 1000  # programs of the large host's RSS figure (100 in --quick)
 
 def role_buffer_size(programs: int) -> int:
     """What the role templates when proc_publisher_buffer_size is 0 (roles/proc_publisher/vars)."""
-    return max(1024, -(-programs * 6 // 1024) * 1024)
+    return buffer_size_for(programs)
 
 
 class Bench:

@@ -33,10 +33,11 @@ from .supervisor_rpc import SupervisorRPC
 log = logging.getLogger("raptor.listener")
 
 
-# A restart makes 4 events per process (RUNNING>STOPPING>STOPPED>STARTING>RUNNING);
-# the role sizes buffer_size as that for every process, plus 25%.
-EVENTS_PER_RESTART = 4
-BUFFER_MARGIN = 1.25
+# A restart makes 4 events per process (RUNNING>STOPPING>STOPPED>STARTING>RUNNING).
+# The role sizes buffer_size as 6 per program (that, plus a half), rounded up to a
+# multiple of 1024 so that a few programs more or less do not restart the listener.
+EVENTS_PER_PROGRAM = 6
+BUFFER_STEP = 1024
 # A loss of events is over (and summed up in the log) at the first event that comes
 # this long after the last gap: longer than a program's startsecs, so the stop and
 # the start waves of one `restart all` count as one loss.
@@ -44,8 +45,9 @@ LOSS_QUIET = 5.0
 
 
 def buffer_size_for(processes: int) -> int:
-    """The buffer_size that holds a `restart all` of *processes*, with the margin."""
-    return math.ceil(processes * EVENTS_PER_RESTART * BUFFER_MARGIN)
+    """The buffer_size the role installs for *processes* (proc_publisher_buffer_size: 0):
+    a `restart all` with a margin. roles/proc_publisher/vars/main.yml has the same rule."""
+    return max(BUFFER_STEP, math.ceil(processes * EVENTS_PER_PROGRAM / BUFFER_STEP) * BUFFER_STEP)
 
 
 @dataclass
@@ -74,7 +76,7 @@ def loss_summary(loss: _Loss, processes: Optional[int]) -> str:
         f"+ {loss.lost} discarded)"
     )
     if processes:
-        text += f"; for a restart of all {processes} processes: {buffer_size_for(processes)}"
+        text += f"; the role's rule for {processes} processes gives {buffer_size_for(processes)}"
     return text
 
 
@@ -142,9 +144,8 @@ class Listener:
         processes = self._processes()
         if processes:
             advice = (
-                f"set buffer_size to at least {buffer_size_for(processes)} "
-                f"({EVENTS_PER_RESTART} events per process in a restart of all {processes}, "
-                f"+{BUFFER_MARGIN - 1:.0%})"
+                f"set buffer_size to at least {buffer_size_for(processes)} (the role's rule for {processes} "
+                f"processes, applied with proc_publisher_buffer_size: 0)"
             )
         else:
             advice = f"raise buffer_size by at least {lost}"

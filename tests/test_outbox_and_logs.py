@@ -262,7 +262,7 @@ def test_a_gap_says_how_many_were_lost_and_what_buffer_size_to_set(listener_log:
     gap_lines = [line for line in listener_log.lines if "discarded" in line]
     assert len(gap_lines) == 1, "later gaps of the same burst are held back"
     assert "discarded 14 events (poolserial 4 to 17)" in gap_lines[0]
-    assert "set buffer_size to at least 205 (4 events per process in a restart of all 41, +25%)" in gap_lines[0]
+    assert "set buffer_size to at least 1024 (the role's rule for 41 processes" in gap_lines[0]
 
     now[0] += LOSS_QUIET  # the burst is over: the next event sums it up
     listener.handle_event(tick(41))
@@ -270,7 +270,7 @@ def test_a_gap_says_how_many_were_lost_and_what_buffer_size_to_set(listener_log:
     # 10 events delivered from the last gap (31..40) + 24 discarded.
     assert "discarded 24 events in all" in summary
     assert "a buffer_size of at least 34 would have held them" in summary
-    assert "for a restart of all 41 processes: 205" in summary
+    assert "the role's rule for 41 processes gives 1024" in summary
 
 
 def test_without_rpc_the_gap_still_gives_a_lower_bound(listener_log: Records) -> None:
@@ -278,7 +278,8 @@ def test_without_rpc_the_gap_still_gives_a_lower_bound(listener_log: Records) ->
     for serial in (1, 9):
         listener.handle_event(tick(serial))
     assert "raise buffer_size by at least 7" in listener_log.lines[-1]
-    assert buffer_size_for(1000) == 5000
+    assert buffer_size_for(1000) == 6144
+    assert buffer_size_for(41) == buffer_size_for(0) == 1024
 
 
 @settings(max_examples=300, deadline=None)

@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, List, Optional, Type
 import pytest
 import redis
 
+from raptor import redis_sink as sink_module
 from raptor.config import ListenerConfig
 from raptor.events import GroupChange, ProcessStateChange
 from raptor.outbox import Outbox
@@ -324,8 +325,6 @@ def test_a_batch_that_cannot_be_built_is_dropped_not_retried_forever(
 ) -> None:
     """A bug met while building one batch (not a Redis error) must not hold up what is
     queued behind it: the batch is dropped with one traceback, and the resync repairs."""
-    import raptor.redis_sink as sink_module
-
     real = sink_module.state_message
 
     def poisoned(host: str, info: Dict[str, Any], **fields: Any) -> Any:

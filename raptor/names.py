@@ -22,13 +22,20 @@ class ProcName(NamedTuple):
 
 
 def parse_proc_name(name: str) -> ProcName:
-    parts = name.split("-")
-    if len(parts) == 6:
-        port = parts[5]
-        # isdigit() accepts other scripts' digits; the port must be plain ASCII.
-        if port.isascii() and port.isdigit():
-            return ProcName(parts[0], parts[1], parts[2], parts[3], parts[4], int(port))
-    return ProcName(name, UNKNOWN, UNKNOWN, UNKNOWN, name, 0)
+    """The name as vr.common 6.1.1's ``Proc.parse_name`` parses it, to the letter.
+
+    Velociraptor's hosts API parses supervisord's names with that function: any
+    difference files one process under two apps on its dashboard. So the port is
+    whatever ``int()`` of this interpreter makes of the sixth part: ``+5000``,
+    ``5_001``, ``05000``, a tab before the digits, fullwidth or Arabic-Indic digits
+    are ports. A ``ValueError``, from the split or from ``int()``, means "not a
+    Velociraptor name".
+    """
+    try:
+        app_name, version, config_name, rel_hash, proc_name, port = name.split("-")
+        return ProcName(app_name, version, config_name, rel_hash, proc_name, int(port))
+    except ValueError:
+        return ProcName(name, UNKNOWN, UNKNOWN, UNKNOWN, name, 0)
 
 
 def jsname(name: str) -> str:

@@ -95,10 +95,20 @@ def test_velociraptor_name() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["plain", "a-b-c-d-e-notaport", "a-b-c-d-e-f-7", "a-b-c-d-5", "a-b-c-d-e-٣", "a-b-c-d-e--1"]
+    "name",
+    ["plain", "a-b-c-d-e-notaport", "a-b-c-d-e-f-7", "a-b-c-d-5", "a-b-c-d-e--1", "a-b-c-d-e-5__001", "a-b-c-d-e-²"],
 )
 def test_other_names_fall_back(name: str) -> None:
     assert parse_proc_name(name) == (name, UNKNOWN, UNKNOWN, UNKNOWN, name, 0)
+
+
+@pytest.mark.parametrize(
+    ("port", "number"),
+    [("+5000", 5000), ("5_001", 5001), ("\t5002", 5002), ("05003", 5003), ("\uff15\uff10\uff10\uff14", 5004), ("٣", 3)],
+)
+def test_port_is_what_int_makes_of_it(port: str, number: int) -> None:
+    """As vr.common reads it (tests/test_names_vr.py compares with vr.common itself)."""
+    assert parse_proc_name(f"app-v1-prod-abcd1234-web-{port}") == ("app", "v1", "prod", "abcd1234", "web", number)
 
 
 def test_jsname_replaces_dots() -> None:

@@ -8,6 +8,8 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/molecule/containers.conf}"
 IMAGE=localhost/raptor-debian:12
 PROBE=raptor-doctor
 failed=0
+errors="$(mktemp)"
+trap 'rm -f "$errors"' EXIT
 
 ok() { printf 'ok    %s\n' "$*"; }
 warn() { printf 'warn  %s\n' "$*"; }
@@ -40,8 +42,8 @@ fi
 podman_ok=0
 if ! command -v podman >/dev/null; then
   fail "podman not found -> run: make deps"
-elif ! info="$(run 60 podman info --format '{{.Version.Version}} {{.Host.OCIRuntime.Name}} {{.Host.NetworkBackend}}' 2>&1)"; then
-  fail "podman does not work: $(tail -n 1 <<<"$info") -> check $CONTAINERS_CONF (runtime runc, lowered ulimits)"
+elif ! info="$(run 60 podman info --format '{{.Version.Version}} {{.Host.OCIRuntime.Name}} {{.Host.NetworkBackend}}' 2>"$errors")"; then
+  fail "podman does not work: $(tail -n 1 "$errors") -> check $CONTAINERS_CONF (runtime runc, lowered ulimits)"
 else
   read -r version runtime backend <<<"$info"
   ok "podman $version (runtime $runtime, network backend $backend)"
@@ -67,7 +69,17 @@ if [ "$podman_ok" = 1 ]; then
     fi
   done
   if ! run 30 podman image exists "$IMAGE"; then
-    warn "name resolution between containers not checked: $IMAGE is not built yet (make images builds it)"
+    # No image to run a probe in yet (make images builds it after this check): at
+    # least check that a new network gets name resolution (the dnsname plugin).
+    run 30 podman network rm -f "$PROBE-net" >/dev/null 2>&1
+    if run 30 podman network create "$PROBE-net" >/dev/null 2>"$errors" \
+      && [ "$(run 30 podman network inspect "$PROBE-net" --format '{{.DNSEnabled}}' 2>>"$errors")" = true ]; then
+      ok "new podman networks resolve container names (dnsname); a probe between containers runs once $IMAGE is built"
+    else
+      fail "a new podman network gets no name resolution: $(tail -n 1 "$errors")" \
+        "-> install golang-github-containernetworking-plugin-dnsname (make deps)"
+    fi
+    run 30 podman network rm -f "$PROBE-net" >/dev/null 2>&1
   else
     run 60 podman rm -f -t 0 "$PROBE-a" >/dev/null 2>&1
     run 30 podman network rm -f "$PROBE-net" >/dev/null 2>&1

@@ -159,6 +159,23 @@ def test_one_clear_line_and_no_loop(scenario: Scenario, permission: str) -> None
     assert f"ACL SETUSER {host} {named.group(1)}" in refusals[0]
     if permission in PUBLISH_NOTHING:
         assert messages == []
+    if permission in ("+del", "+hgetall", "+exists", "+hdel"):
+        # Only the repairs need these: events are still published, each once.
+        for name in PROGRAMS:
+            events = [m["event"] for m in messages if m["name"] == name and not m["resync"]]
+            assert in_order(RESTART, events), (name, events)
+        removed = [m for m in messages if m["event"] == "PROCESS_GROUP_REMOVED"]
+        # Without +hdel, the batch that removes a program from the snapshot is refused whole.
+        assert len(removed) == (0 if permission == "+hdel" else 1), removed
+
+
+RESTART = ["PROCESS_STATE_STOPPING", "PROCESS_STATE_STOPPED", "PROCESS_STATE_STARTING", "PROCESS_STATE_RUNNING"]
+
+
+def in_order(wanted: List[str], events: List[str]) -> bool:
+    """*wanted* appears in *events* in this order (not necessarily one after the other)."""
+    remaining = iter(events)
+    return all(any(event == step for event in remaining) for step in wanted)
 
 
 class _Host:

@@ -53,7 +53,7 @@ down() {
 
 playbook() {  # playbook [ansible-playbook options...]: its recap, or all its output if it fails
   local log="$STATE/ansible.log" code=0
-  within 600 "ansible-playbook $(basename "$1")" ansible-playbook -i "$STATE/inventory.yml" "$@" >"$log" 2>&1 || code=$?
+  within 420 "ansible-playbook $(basename "$1")" ansible-playbook -i "$STATE/inventory.yml" "$@" >"$log" 2>&1 || code=$?
   if [ "$code" != 0 ]; then
     cat "$log" >&2
     return "$code"
@@ -145,9 +145,10 @@ print(f"  every fleet host publishes: {' '.join(hosts)}")
 PY
 
   say "4/5 live: restarting a program on web1 and one on worker1; their messages as they arrive"
-  within 60 "8 transitions from raptor tail" \
-    raptor tail --redis-url "$REDIS_URL" --format line --event 'PROCESS_STATE_*' --count 8 &
-  local tail_pid=$!
+  # timeout(1) itself in the background (not a shell function): $! is then the process
+  # to kill, and nothing outlives the demo.
+  timeout 60 raptor tail --redis-url "$REDIS_URL" --format line --event 'PROCESS_STATE_*' --count 8 &
+  local tail_pid=$! tail_code=0
   within 20 "raptor tail to subscribe" python - "$REDIS_URL" <<'PY' || { kill "$tail_pid" 2>/dev/null; return 1; }
 import sys, time, redis
 client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)
@@ -158,7 +159,12 @@ PY
     podman exec "$PREFIX-web1" supervisorctl restart node_example-v1-local-f96054b7-web-5000 >/dev/null
   within 60 "supervisorctl restart on worker1" \
     podman exec "$PREFIX-worker1" supervisorctl restart node_example-v3-local-f96054b7-web-5002 >/dev/null
-  wait "$tail_pid" || { listener_logs; return 1; }
+  wait "$tail_pid" || tail_code=$?
+  if [ "$tail_code" != 0 ]; then
+    [ "$tail_code" = 124 ] && echo "demo: gave up after 60 s waiting for 8 transitions from raptor tail" >&2
+    listener_logs
+    return 1
+  fi
 
   say "5/5 the fleet, read back from Redis: raptor status"
   local code=0

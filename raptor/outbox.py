@@ -41,15 +41,6 @@ class Outbox:
                 self._coalesce()
             self._cond.notify()
 
-    def requeue(self, items: List[Item]) -> None:
-        """Put back, in front and in order, items the sink could not publish."""
-        if not items:
-            return
-        with self._cond:
-            self._items.extendleft(reversed(items))
-            if len(self._items) > self._threshold:
-                self._coalesce()
-
     def request_resync(self, reason: str) -> None:
         with self._cond:
             if self._resync_reason is None:

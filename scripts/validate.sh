@@ -80,6 +80,8 @@ sdist_tests() {
     "$PYTHON" -m venv "$venv" &&
     "$venv/bin/pip" install -q "$sdist[test]" &&
     cd "$dir"/raptor-* &&
+    # Without the source copy of the package, the tests import the installed one.
+    rm -rf raptor &&
     "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not integration"
 }
 

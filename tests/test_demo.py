@@ -20,7 +20,7 @@ def test_demo_rolls_out_a_fleet_without_duplicates() -> None:
     env = {**os.environ, "RAPTOR_DEMO_PREFIX": "raptor-demotest", "RAPTOR_DEMO_REDIS_PORT": str(port)}
     script = str(ROOT / "demo" / "demo.sh")
     try:
-        result = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=900, check=False)
+        result = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=1200, check=False)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         out = result.stdout
         for step in ("1/5", "2/5", "3/5 roll out: ansible-playbook playbooks/site.yml", "4/5", "5/5"):

@@ -67,14 +67,6 @@ def test_many_distinct_processes_do_not_make_put_quadratic() -> None:
     assert time.perf_counter() - started < 5
 
 
-def test_requeue_puts_items_back_in_front_in_order() -> None:
-    outbox = Outbox()
-    first, second, third = change("a", "RUNNING"), change("b", "RUNNING"), change("c", "RUNNING")
-    outbox.put(third)
-    outbox.requeue([first, second])
-    assert outbox.take(10, 0) == [first, second, third]
-
-
 def test_take_wakes_up_on_put_and_on_resync() -> None:
     outbox = Outbox()
     threading.Timer(0.05, outbox.put, args=(change("a", "RUNNING"),)).start()

@@ -2,11 +2,21 @@
 # Build the wheelhouses the role copies to hosts (air-gapped fleets; the tests):
 #   build/wheelhouse      raptor (this checkout) and its dependencies, for Python 3.9+
 #   build/wheelhouse-old  the same with raptor 3.0.0rc1, to test upgrades
+#   build/wheelhouse-supervisor  supervisor from PyPI, for the molecule host whose
+#                         supervisord is installed with pip (hosts cannot reach PyPI)
 # Rebuilt when the package's sources are newer than the wheelhouse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # pip under a deadline: a stalled index fails the build instead of hanging it.
 PIP=(timeout 600 "${PIP:-.venv/bin/pip}")
+# supervisor 4.3 is pure Python and needs nothing else (4.2 still wanted setuptools).
+sup=build/wheelhouse-supervisor
+if [ ! -f "$sup/.built" ]; then
+  rm -rf "$sup"
+  mkdir -p "$sup"
+  "${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$sup" "supervisor==4.3.0"
+  touch "$sup/.built"
+fi
 out=build/wheelhouse
 stamp="$out/.built"
 if [ -f "$stamp" ] && [ -z "$(find raptor pyproject.toml -newer "$stamp" -print -quit)" ]; then

@@ -321,7 +321,7 @@ def test_permissions_used_names_them_as_refusal_does() -> None:
 
 
 def test_a_batch_that_cannot_be_built_is_dropped_not_retried_forever(
-    redis_server: RedisServer, collector: Collector, outbox, monkeypatch, caplog
+    redis_server: RedisServer, collector: Collector, outbox, monkeypatch
 ) -> None:
     """A bug met while building one batch (not a Redis error) must not hold up what is
     queued behind it: the batch is dropped with one traceback, and the resync repairs."""
@@ -332,26 +332,29 @@ def test_a_batch_that_cannot_be_built_is_dropped_not_retried_forever(
             raise KeyError("a bug in building this message")
         return real(host, info, **fields)
 
+    # On the sink's own logger: an earlier test's configure_logging() may have stopped
+    # "raptor" from propagating to the root logger, where caplog listens.
+    records: List[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("raptor.sink")
+    logger.addHandler(handler)
     monkeypatch.setattr(sink_module, "state_message", poisoned)
     rpc = StubRPC([info("poison", "RUNNING", 5), info("a", "RUNNING", 6)])
     sink = make_sink(redis_server, rpc, outbox)
     try:
-        with caplog.at_level(logging.ERROR, logger="raptor.sink"):
-            start = len(
-                wait_for(lambda: len(collector.snapshot()) >= 2 and collector.snapshot(), 5, "the start resync")
-            )
-            outbox.put(ProcessStateChange("poison", "poison", "RUNNING", "STOPPING", 5, 1000))
-            wait_for(
-                lambda: any("dropped a batch of 1 events" in r.getMessage() for r in caplog.records), 5, "the drop"
-            )
-            outbox.put(ProcessStateChange("a", "a", "RUNNING", "STOPPING", 6, 1001))
-            later = wait_for(
-                lambda: [m for m in collector.snapshot()[start:] if m["name"] == "a"], 5, "the next batch to go out"
-            )
-            assert later[0]["statename"] == "STOPPING"
-        dropped = [r for r in caplog.records if "dropped a batch" in r.getMessage()]
+        start = len(wait_for(lambda: len(collector.snapshot()) >= 2 and collector.snapshot(), 5, "the start resync"))
+        outbox.put(ProcessStateChange("poison", "poison", "RUNNING", "STOPPING", 5, 1000))
+        wait_for(lambda: any("dropped a batch of 1 events" in r.getMessage() for r in records), 5, "the drop")
+        outbox.put(ProcessStateChange("a", "a", "RUNNING", "STOPPING", 6, 1001))
+        later = wait_for(
+            lambda: [m for m in collector.snapshot()[start:] if m["name"] == "a"], 5, "the next batch to go out"
+        )
+        assert later[0]["statename"] == "STOPPING"
+        dropped = [r for r in records if "dropped a batch" in r.getMessage()]
         assert len(dropped) == 1
         assert dropped[0].exc_info is not None, "logged with its traceback"
         assert rpc.calls >= 2, "a resync repairs what the dropped batch was about"
     finally:
         sink.stop(2)
+        logger.removeHandler(handler)

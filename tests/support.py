@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import threading
 import time
 import xmlrpc.client
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -47,6 +48,38 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error!r})")
         time.sleep(interval)
+
+
+class LogRecords(logging.Handler):
+    """Keeps the records one logger emits (see :func:`captured_log`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def lines(self) -> List[str]:
+        return [record.getMessage() for record in self.records]
+
+
+@contextlib.contextmanager
+def captured_log(name: str, level: int = logging.NOTSET) -> Iterator[LogRecords]:
+    """The records of logger *name*, caught on that logger itself: configure_logging()
+    stops "raptor" from propagating to the root logger, where caplog listens."""
+    handler = LogRecords()
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.addHandler(handler)
+    if level:
+        logger.setLevel(level)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 def velociraptor_names(count: int, app: str = "node_example") -> List[str]:

@@ -26,7 +26,15 @@ from raptor.logs import RedactingFilter, Throttle, configure_logging, log_uncaug
 from raptor.outbox import Outbox
 from raptor.protocol import Envelope
 
-from .support import RedisServer, Supervisord, snapshot_differences, velociraptor_names, wait_for
+from .support import (
+    LogRecords,
+    RedisServer,
+    Supervisord,
+    captured_log,
+    snapshot_differences,
+    velociraptor_names,
+    wait_for,
+)
 
 
 def change(name: str, to_state: str, at: float = 0.0) -> ProcessStateChange:
@@ -221,22 +229,10 @@ def test_uncaught_exceptions_go_through_the_redacting_log() -> None:
 # -- events discarded by supervisord: how many, and what buffer_size holds them -------
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: List[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def listener_log() -> Iterator[Records]:
-    handler = Records()
-    logger = logging.getLogger("raptor.listener")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+def listener_log() -> Iterator[LogRecords]:
+    with captured_log("raptor.listener") as handler:
+        yield handler
 
 
 def tick(serial: int) -> Envelope:
@@ -244,7 +240,7 @@ def tick(serial: int) -> Envelope:
     return Envelope(headers, "when:1")
 
 
-def test_a_gap_says_how_many_were_lost_and_what_buffer_size_to_set(listener_log: Records) -> None:
+def test_a_gap_says_how_many_were_lost_and_what_buffer_size_to_set(listener_log: LogRecords) -> None:
     now = [0.0]
     listener = Listener(Outbox(), processes=lambda: 41, monotonic=lambda: now[0])
     for serial in [1, 2, 3, 18, 19, 20, 31, *range(32, 41)]:
@@ -265,7 +261,7 @@ def test_a_gap_says_how_many_were_lost_and_what_buffer_size_to_set(listener_log:
     assert "the role's rule for 41 processes gives 1024" in summary
 
 
-def test_without_rpc_the_gap_still_gives_a_lower_bound(listener_log: Records) -> None:
+def test_without_rpc_the_gap_still_gives_a_lower_bound(listener_log: LogRecords) -> None:
     listener = Listener(Outbox())
     for serial in (1, 9):
         listener.handle_event(tick(serial))
@@ -299,16 +295,11 @@ def test_suggested_buffer_size_would_have_held_the_burst(buffer_size: int, arriv
             delivered.append(bounded.pop(0))
         backlog = max(0, backlog - 1)
     now = [0.0]
-    handler = Records()
-    logger = logging.getLogger("raptor.listener")
-    logger.addHandler(handler)
-    try:
+    with captured_log("raptor.listener") as handler:
         listener = Listener(Outbox(), monotonic=lambda: now[0])
         for s in [*delivered, serial + 1]:
             now[0] += LOSS_QUIET if s == serial + 1 else 0.001
             listener.handle_event(tick(s))
-    finally:
-        logger.removeHandler(handler)
     summaries = [line for line in handler.lines if "in all" in line]
     if peak <= buffer_size:
         assert listener.discarded_by_supervisord == 0

@@ -17,7 +17,7 @@ from raptor.events import GroupChange, ProcessStateChange
 from raptor.outbox import Outbox
 from raptor.redis_sink import RedisSink, make_redis_client, permissions_used, refusal
 
-from .support import Collector, RedisServer, stored_snapshot, wait_for
+from .support import Collector, LogRecords, RedisServer, captured_log, stored_snapshot, wait_for
 from .test_sink_faults import ACL_PASSWORD, acl_user, holds_for, republished
 
 
@@ -236,29 +236,14 @@ def test_seqs_of_a_resync_that_may_have_run_are_not_reused(
         sink.stop(2)
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: List[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def sink_log() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger("raptor.sink")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def sink_log() -> Iterator[LogRecords]:
+    with captured_log("raptor.sink", logging.INFO) as handler:
+        yield handler
 
 
 def test_a_refused_permission_is_said_once_retried_calmly_and_recovered(
-    redis_server: RedisServer, collector: Collector, outbox, sink_log: Lines
+    redis_server: RedisServer, collector: Collector, outbox, sink_log: LogRecords
 ) -> None:
     admin = redis_server.client()
     acl_user(admin, "nodel", without=["+del"])
@@ -332,29 +317,25 @@ def test_a_batch_that_cannot_be_built_is_dropped_not_retried_forever(
             raise KeyError("a bug in building this message")
         return real(host, info, **fields)
 
-    # On the sink's own logger: an earlier test's configure_logging() may have stopped
-    # "raptor" from propagating to the root logger, where caplog listens.
-    records: List[logging.LogRecord] = []
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("raptor.sink")
-    logger.addHandler(handler)
     monkeypatch.setattr(sink_module, "state_message", poisoned)
     rpc = StubRPC([info("poison", "RUNNING", 5), info("a", "RUNNING", 6)])
-    sink = make_sink(redis_server, rpc, outbox)
-    try:
-        start = len(wait_for(lambda: len(collector.snapshot()) >= 2 and collector.snapshot(), 5, "the start resync"))
-        outbox.put(ProcessStateChange("poison", "poison", "RUNNING", "STOPPING", 5, 1000))
-        wait_for(lambda: any("dropped a batch of 1 events" in r.getMessage() for r in records), 5, "the drop")
-        outbox.put(ProcessStateChange("a", "a", "RUNNING", "STOPPING", 6, 1001))
-        later = wait_for(
-            lambda: [m for m in collector.snapshot()[start:] if m["name"] == "a"], 5, "the next batch to go out"
-        )
-        assert later[0]["statename"] == "STOPPING"
-        dropped = [r for r in records if "dropped a batch" in r.getMessage()]
-        assert len(dropped) == 1
-        assert dropped[0].exc_info is not None, "logged with its traceback"
-        assert rpc.calls >= 2, "a resync repairs what the dropped batch was about"
-    finally:
-        sink.stop(2)
-        logger.removeHandler(handler)
+    with captured_log("raptor.sink") as log:
+        records = log.records
+        sink = make_sink(redis_server, rpc, outbox)
+        try:
+            start = len(
+                wait_for(lambda: len(collector.snapshot()) >= 2 and collector.snapshot(), 5, "the start resync")
+            )
+            outbox.put(ProcessStateChange("poison", "poison", "RUNNING", "STOPPING", 5, 1000))
+            wait_for(lambda: any("dropped a batch of 1 events" in r.getMessage() for r in records), 5, "the drop")
+            outbox.put(ProcessStateChange("a", "a", "RUNNING", "STOPPING", 6, 1001))
+            later = wait_for(
+                lambda: [m for m in collector.snapshot()[start:] if m["name"] == "a"], 5, "the next batch to go out"
+            )
+            assert later[0]["statename"] == "STOPPING"
+            dropped = [r for r in records if "dropped a batch" in r.getMessage()]
+            assert len(dropped) == 1
+            assert dropped[0].exc_info is not None, "logged with its traceback"
+            assert rpc.calls >= 2, "a resync repairs what the dropped batch was about"
+        finally:
+            sink.stop(2)

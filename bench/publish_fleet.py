@@ -14,7 +14,7 @@ import uuid
 import redis
 
 from raptor.messages import encode, state_message
-from raptor.process_table import blank_info
+from raptor.publisher.process_table import blank_info
 
 
 def main() -> None:

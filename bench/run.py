@@ -42,9 +42,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import redis
 
-from raptor.fleet import Fleet
-from raptor.follow import Follower
-from raptor.listener import buffer_size_for
+from raptor.consumer.fleet import Fleet
+from raptor.consumer.follow import Follower
+from raptor.publisher.listener import buffer_size_for
 from tests.support import (
     Collector,
     RedisServer,

@@ -20,7 +20,7 @@ import redis
 from supervisor import childutils
 
 from raptor.messages import encode, state_message
-from raptor.process_table import normalize_info
+from raptor.publisher.process_table import normalize_info
 
 
 def main() -> None:

@@ -16,11 +16,9 @@ from urllib.parse import SplitResult, parse_qs, quote, urlsplit, urlunsplit
 from redis import ConnectionPool
 from redis.exceptions import RedisError
 
-DEFAULT_CHANNEL = "proc_events"
-DEFAULT_SNAPSHOT_TTL = 600
-# A snapshot is refreshed on every TICK_60; a shorter TTL would let it expire
-# between two refreshes.
-MIN_SNAPSHOT_TTL = 120
+from . import keys
+from .keys import DEFAULT_CHANNEL, DEFAULT_SNAPSHOT_TTL, MIN_SNAPSHOT_TTL
+
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
@@ -138,11 +136,11 @@ class ListenerConfig:
 
     @property
     def snapshot_key(self) -> str:
-        return f"host_procs:{self.hostname}"
+        return keys.snapshot_key(self.hostname)
 
     @property
     def meta_key(self) -> str:
-        return f"host_meta:{self.hostname}"
+        return keys.meta_key(self.hostname)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, getfqdn: Callable[[], str] = socket.getfqdn) -> ListenerConfig:

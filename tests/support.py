@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from supervisor.xmlrpc import SupervisorTransport
 
-from raptor.follow import next_message, parse_message
+from raptor.consumer.follow import next_message, parse_message
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent

@@ -12,10 +12,10 @@ from typing import Any, Dict, List
 import pytest
 from rich.console import Console
 
-from raptor.cli import format_line
-from raptor.fleet import Apply, Fleet
-from raptor.follow import Follower, make_client, next_message
-from raptor.watch import describe_live, render
+from raptor.consumer.cli import format_line
+from raptor.consumer.fleet import Apply, Fleet
+from raptor.consumer.follow import Follower, make_client, next_message
+from raptor.consumer.watch import describe_live, render
 
 from .support import BIN, RedisServer, Supervisord, TcpProxy, snapshot_differences, velociraptor_names, wait_for
 

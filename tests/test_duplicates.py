@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from raptor import identity
-from raptor.fleet import SAME_PIDS, SAME_SUPERVISORD, Duplicate, Fleet, Host
+from raptor.consumer.fleet import SAME_PIDS, SAME_SUPERVISORD, Duplicate, Fleet, Host
+from raptor.publisher import identity
 
 from .support import BIN, RedisServer, Supervisord, snapshot_differences, stored_snapshot, velociraptor_names, wait_for
 

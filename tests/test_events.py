@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raptor.events import (
+from raptor.names import UNKNOWN, jsname, parse_proc_name
+from raptor.publisher.events import (
     STATE_CODES,
     EventParseError,
     GroupChange,
@@ -17,7 +18,6 @@ from raptor.events import (
     Tick,
     parse_event,
 )
-from raptor.names import UNKNOWN, jsname, parse_proc_name
 
 
 def test_running_event() -> None:

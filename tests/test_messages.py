@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from raptor.events import ProcessStateChange
 from raptor.messages import encode, iso_utc, removal_message, state_message
-from raptor.process_table import apply_change, blank_info, describe, normalize_info, same_state
+from raptor.publisher.events import ProcessStateChange
+from raptor.publisher.process_table import apply_change, blank_info, describe, normalize_info, same_state
 
 CONTRACT_FIELDS = {
     "event", "host", "id", "name", "group", "jsname", "app_name", "version", "config_name", "hash",

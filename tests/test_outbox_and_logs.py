@@ -20,11 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raptor.events import GroupChange, ProcessStateChange
-from raptor.listener import LOSS_QUIET, Listener, buffer_size_for
 from raptor.logs import RedactingFilter, Throttle, configure_logging, log_uncaught_exceptions, secret_forms
-from raptor.outbox import Outbox
-from raptor.protocol import Envelope
+from raptor.publisher.events import GroupChange, ProcessStateChange
+from raptor.publisher.listener import LOSS_QUIET, Listener, buffer_size_for
+from raptor.publisher.outbox import Outbox
+from raptor.publisher.protocol import Envelope
 
 from .support import (
     LogRecords,

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raptor.protocol import OK, READY, Envelope, EventListenerProtocol, ProtocolError, announced_length, parse_header
+from raptor.publisher.protocol import (
+    OK,
+    READY,
+    Envelope,
+    EventListenerProtocol,
+    ProtocolError,
+    announced_length,
+    parse_header,
+)
 
 from .support import BIN, RedisServer, stored_snapshot, wait_for
 

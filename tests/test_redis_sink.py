@@ -11,11 +11,11 @@ from typing import Any, Dict, Iterator, List, Optional, Type
 import pytest
 import redis
 
-from raptor import redis_sink as sink_module
 from raptor.config import ListenerConfig
-from raptor.events import GroupChange, ProcessStateChange
-from raptor.outbox import Outbox
-from raptor.redis_sink import RedisSink, make_redis_client, permissions_used, refusal
+from raptor.publisher import sink as sink_module
+from raptor.publisher.events import GroupChange, ProcessStateChange
+from raptor.publisher.outbox import Outbox
+from raptor.publisher.sink import RedisSink, make_redis_client, permissions_used, refusal
 
 from .support import Collector, LogRecords, RedisServer, captured_log, stored_snapshot, wait_for
 from .test_sink_faults import ACL_PASSWORD, acl_user, holds_for, republished

@@ -13,7 +13,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from raptor.logs import secret_forms
-from raptor.supervisor_rpc import RPC_URL, SupervisorRPC, basic_auth_header
+from raptor.publisher.supervisor_rpc import RPC_URL, SupervisorRPC, basic_auth_header
 
 from .support import (
     RedisServer,

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, TextIO, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import __version__
-from .config import ConfigError, ListenerConfig
+from .. import __version__
+from ..config import ConfigError, ListenerConfig
+from ..logs import Throttle, configure_logging, log_uncaught_exceptions
 from .events import EventParseError, GroupChange, ProcessStateChange, Tick, parse_event
 from .identity import host_identity
-from .logs import Throttle, configure_logging, log_uncaught_exceptions
 from .outbox import Outbox
 from .protocol import Envelope, EventListenerProtocol
-from .redis_sink import RedisSink, make_redis_client
+from .sink import RedisSink, make_redis_client
 from .supervisor_rpc import SupervisorRPC
 
 log = logging.getLogger("raptor.listener")

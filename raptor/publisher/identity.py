@@ -25,7 +25,8 @@ import os
 import re
 from typing import Callable, Dict, Optional
 
-FIELD = "supervisord_id"
+from ..keys import META_SUPERVISORD_ID as FIELD
+
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 START_TIME_FIELD = 22  # of /proc/<pid>/stat, counted from 1 (man 5 proc)
 

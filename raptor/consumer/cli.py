@@ -17,8 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import redis
 
-from . import __version__
-from .config import DEFAULT_CHANNEL, ConfigError, redact_url, validate_redis_url
+from .. import __version__
+from ..config import ConfigError, redact_url, validate_redis_url
+from ..keys import DEFAULT_CHANNEL
 from .fleet import SAME_SUPERVISORD, Duplicate, Fleet, Host, state_order
 from .follow import Follower, make_client, next_message, parse_message
 

@@ -28,11 +28,11 @@ import redis
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
-from . import __version__
-from .config import ListenerConfig
+from .. import __version__
+from ..config import ListenerConfig
+from ..logs import Throttle
+from ..messages import Message, encode, removal_message, state_message
 from .events import GroupChange, ProcessStateChange
-from .logs import Throttle
-from .messages import Message, encode, removal_message, state_message
 from .outbox import Item, Outbox
 from .process_table import ProcessInfo, ProcessTable, apply_change, normalize_info, same_state
 from .supervisor_rpc import SupervisorRPC

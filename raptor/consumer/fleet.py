@@ -22,12 +22,10 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 import redis
 
-from .config import DEFAULT_SNAPSHOT_TTL
-from .identity import FIELD as IDENTITY_FIELD
-from .messages import identity
+from .. import keys
+from ..keys import DEFAULT_SNAPSHOT_TTL
+from ..messages import identity
 
-SNAPSHOT_PREFIX = "host_procs:"
-META_PREFIX = "host_meta:"
 TICK_PERIOD = 60.0
 STALE_AFTER = 2 * TICK_PERIOD
 
@@ -119,10 +117,9 @@ class Fleet:
     @staticmethod
     def host_names(client: redis.Redis) -> List[str]:
         names = set()
-        for key in client.scan_iter(match=f"{SNAPSHOT_PREFIX}*", count=1000):
-            names.add(_decode(key)[len(SNAPSHOT_PREFIX) :])
-        for key in client.scan_iter(match=f"{META_PREFIX}*", count=1000):
-            names.add(_decode(key)[len(META_PREFIX) :])
+        for prefix in (keys.SNAPSHOT_PREFIX, keys.META_PREFIX):
+            for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                names.add(keys.host_of(_decode(key)))
         return sorted(names)
 
     def load(self, client: redis.Redis, hosts: Optional[Iterable[str]] = None) -> None:
@@ -132,9 +129,9 @@ class Fleet:
             self.hosts = {}
         pipe = client.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(f"{SNAPSHOT_PREFIX}{name}")
-            pipe.hgetall(f"{META_PREFIX}{name}")
-            pipe.ttl(f"{SNAPSHOT_PREFIX}{name}")
+            pipe.hgetall(keys.snapshot_key(name))
+            pipe.hgetall(keys.meta_key(name))
+            pipe.ttl(keys.snapshot_key(name))
         results = pipe.execute()
         now = time.time()
         for index, name in enumerate(names):
@@ -153,10 +150,10 @@ class Fleet:
                 proc = proc_from_snapshot(name, raw)
                 host.procs[_decode(field_name)] = proc
         meta = {_decode(k): _decode(v) for k, v in meta_raw.items()}
-        host.run_id = meta.get("run_id")
-        host.seq = int(meta["seq"]) if meta.get("seq", "").isdigit() else 0
-        host.refreshed = _float(meta.get("refreshed"))
-        host.supervisord_id = meta.get(IDENTITY_FIELD) or None
+        host.run_id = meta.get(keys.META_RUN_ID)
+        host.seq = int(meta[keys.META_SEQ]) if meta.get(keys.META_SEQ, "").isdigit() else 0
+        host.refreshed = _float(meta.get(keys.META_REFRESHED))
+        host.supervisord_id = meta.get(keys.META_SUPERVISORD_ID) or None
         if host.refreshed is None and ttl and ttl > 0:
             # A publisher without a meta record (Velociraptor's own): estimate from the TTL.
             host.refreshed = now - (DEFAULT_SNAPSHOT_TTL - ttl)

@@ -6,11 +6,11 @@ Every problem is reported as a :class:`ConfigError` naming the variable, so that
 
 from __future__ import annotations
 
+import inspect
 import os
-import re
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, FrozenSet, Mapping, Optional, Set
 from urllib.parse import SplitResult, parse_qs, quote, urlsplit, urlunsplit
 
 from redis import ConnectionPool
@@ -76,24 +76,50 @@ def _check_location(url: str, variable: str) -> SplitResult:
     return parts
 
 
+def _accepted_options(connection_class: type) -> FrozenSet[str]:
+    """The keyword arguments *connection_class* takes, from its constructors' signatures.
+
+    redis-py passes a URL's unknown query options on to the connection class, which
+    rejects them with a TypeError whose wording changes between versions: read what
+    the classes accept instead of matching that text."""
+    names: Set[str] = set()
+    for klass in connection_class.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names.update(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return frozenset(names - {"self"})
+
+
 def _check_options(url: str, parts: SplitResult, variable: str) -> None:
     query = parse_qs(parts.query)
     for option in TLS_FILE_OPTIONS:
         for path in query.get(option, []):
             if not os.path.isfile(path):
                 raise ConfigError(variable, f"names {option}={path}, which is not a readable file ({redact_url(url)})")
+
+    def rejected(problem: str) -> ConfigError:
+        if parts.password:
+            problem = problem.replace(parts.password, "***")
+        return ConfigError(variable, f"is not accepted by redis-py ({problem}): {redact_url(url)}")
+
     # Let redis-py parse the rest (db, timeouts, ssl_cert_reqs, ...): it knows its
     # own options best. make_connection() builds the connection without connecting.
     try:
-        ConnectionPool.from_url(url).make_connection()
+        pool = ConnectionPool.from_url(url)
     except (ValueError, TypeError, RedisError) as exc:
-        message = str(exc)
-        unknown = re.search(r"unexpected keyword argument '(\w+)'", message)
-        if unknown:
-            message = f"unknown option {unknown.group(1)!r}"
-        if parts.password:
-            message = message.replace(parts.password, "***")
-        raise ConfigError(variable, f"is not accepted by redis-py ({message}): {redact_url(url)}") from None
+        raise rejected(str(exc)) from None
+    unknown = sorted(set(pool.connection_kwargs) - _accepted_options(pool.connection_class))
+    if unknown:
+        raise rejected(", ".join(f"unknown option {name!r}" for name in unknown))
+    try:
+        pool.make_connection()
+    except (ValueError, TypeError, RedisError) as exc:
+        raise rejected(str(exc)) from None
 
 
 def validate_redis_url(url: str, variable: str = "REDIS_URL") -> str:

@@ -31,6 +31,18 @@ META_SEQ = "seq"  # the seq of the last message this run published
 META_UPDATED = "updated"  # unix time of the last write
 META_REFRESHED = "refreshed"  # unix time of the last full resync against supervisord
 META_SUPERVISORD_ID = "supervisord_id"  # which supervisord publishes (raptor.publisher.identity)
+META_VERSION = "version"  # raptor's version
+META_PID = "pid"  # the listener's pid
+META_STARTED = "started"  # unix time the listener started
+META_PROCESSES = "processes"  # how many processes the listener knows
+# The listener's counters (raptor.publisher.listener).
+META_EVENTS = "events"  # events received from supervisord
+META_DISCARDED = "discarded_by_supervisord"  # events supervisord discarded (poolserial gaps)
+META_COALESCED = "coalesced"  # queued transitions replaced by a later one while Redis was away
+META_ACKS = "acks"  # events acknowledged
+META_ACK_P50_MS = "ack_p50_ms"  # ack latency percentiles (ms) over the recent acks
+META_ACK_P99_MS = "ack_p99_ms"
+META_ACK_MAX_MS = "ack_max_ms"
 
 
 def snapshot_key(host: str) -> str:

@@ -2,18 +2,77 @@
 
 Velociraptor's dashboard reads these unchanged: keep every field and type. Extra
 fields (``from_state``, ``seq``, ``run_id``, ``resync``) are ignored by it and let
-other consumers detect gaps and listener restarts.
+other consumers detect gaps and listener restarts. The key order of each record
+below is the order of its JSON text.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TypedDict, Union
 
 from .names import jsname, parse_proc_name
 
-Message = Dict[str, Any]
+if TYPE_CHECKING:
+    from .publisher.process_table import ProcessInfo
+
+
+class Identity(TypedDict):
+    """The fields that name a proc: host, id, name and the six parsed from the name."""
+
+    host: str
+    id: str
+    name: str
+    app_name: str
+    version: str
+    config_name: str
+    hash: str
+    proc_name: str
+    port: int
+
+
+class StateMessage(Identity):
+    """A ``PROCESS_STATE_*`` transition: a full proc record plus ``event``."""
+
+    event: str
+    group: str
+    jsname: str
+    statename: str
+    state: int
+    pid: int
+    exitstatus: int
+    description: str
+    spawnerr: str
+    now: Optional[str]
+    start_time: Optional[str]
+    stop_time: Optional[str]
+    logfile: str
+    stdout_logfile: str
+    stderr_logfile: str
+    from_state: Optional[str]
+    seq: int
+    run_id: str
+    resync: bool
+
+
+class PayloadHeaders(TypedDict):
+    groupname: str
+
+
+class RemovalMessage(Identity):
+    """``PROCESS_GROUP_REMOVED``: the dashboard destroys the proc with this ``id``."""
+
+    event: str
+    time: Optional[str]
+    payload_headers: PayloadHeaders
+    payload_data: str
+    seq: int
+    run_id: str
+    resync: bool
+
+
+Message = Union[StateMessage, RemovalMessage]
 
 
 def iso_utc(epoch: Optional[float]) -> Optional[str]:
@@ -23,8 +82,7 @@ def iso_utc(epoch: Optional[float]) -> Optional[str]:
     return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).isoformat()
 
 
-def identity(host: str, name: str) -> Message:
-    """The fields that name a proc: host, id, name and the six parsed from the name."""
+def proc_identity(host: str, name: str) -> Identity:
     parsed = parse_proc_name(name)
     return {
         "host": host,
@@ -39,61 +97,62 @@ def identity(host: str, name: str) -> Message:
     }
 
 
+def identity(host: str, name: str) -> Dict[str, Any]:
+    """:func:`proc_identity` as a plain dict, for consumers that extend it into their own records."""
+    record: Dict[str, Any] = {}
+    record.update(proc_identity(host, name))
+    return record
+
+
 def state_message(
     host: str,
-    info: Mapping[str, Any],
+    info: ProcessInfo,
     *,
     event: str,
     from_state: Optional[str],
     seq: int,
     run_id: str,
     resync: bool = False,
-) -> Message:
+) -> StateMessage:
     """A full proc record plus ``event``, for a ``PROCESS_STATE_*`` transition."""
-    message: Message = {"event": event}
-    message.update(identity(host, info["name"]))
-    message.update(
-        {
-            "group": info["group"],
-            "jsname": jsname(info["name"]),
-            "statename": info["statename"],
-            "state": int(info["state"]),
-            "pid": int(info["pid"]),
-            "exitstatus": int(info["exitstatus"]),
-            "description": info["description"],
-            "spawnerr": info["spawnerr"],
-            "now": iso_utc(info["now"]),
-            "start_time": iso_utc(info["start"]),
-            "stop_time": iso_utc(info["stop"]),
-            "logfile": info["logfile"],
-            "stdout_logfile": info["stdout_logfile"],
-            "stderr_logfile": info["stderr_logfile"],
-            "from_state": from_state,
-            "seq": seq,
-            "run_id": run_id,
-            "resync": resync,
-        }
-    )
-    return message
+    return {
+        "event": event,
+        **proc_identity(host, info["name"]),
+        "group": info["group"],
+        "jsname": jsname(info["name"]),
+        "statename": info["statename"],
+        "state": int(info["state"]),
+        "pid": int(info["pid"]),
+        "exitstatus": int(info["exitstatus"]),
+        "description": info["description"],
+        "spawnerr": info["spawnerr"],
+        "now": iso_utc(info["now"]),
+        "start_time": iso_utc(info["start"]),
+        "stop_time": iso_utc(info["stop"]),
+        "logfile": info["logfile"],
+        "stdout_logfile": info["stdout_logfile"],
+        "stderr_logfile": info["stderr_logfile"],
+        "from_state": from_state,
+        "seq": seq,
+        "run_id": run_id,
+        "resync": resync,
+    }
 
 
 def removal_message(
     host: str, name: str, group: str, *, now: float, seq: int, run_id: str, resync: bool = False
-) -> Message:
+) -> RemovalMessage:
     """``PROCESS_GROUP_REMOVED``: the dashboard destroys the proc with this ``id``."""
-    message: Message = {"event": "PROCESS_GROUP_REMOVED"}
-    message.update(identity(host, name))
-    message.update(
-        {
-            "time": iso_utc(now),
-            "payload_headers": {"groupname": group},
-            "payload_data": "",
-            "seq": seq,
-            "run_id": run_id,
-            "resync": resync,
-        }
-    )
-    return message
+    return {
+        "event": "PROCESS_GROUP_REMOVED",
+        **proc_identity(host, name),
+        "time": iso_utc(now),
+        "payload_headers": {"groupname": group},
+        "payload_data": "",
+        "seq": seq,
+        "run_id": run_id,
+        "resync": resync,
+    }
 
 
 def encode(message: Mapping[str, Any]) -> str:

@@ -17,7 +17,6 @@ STATE_CODES: Dict[str, int] = {
     "FATAL": 200,
     "UNKNOWN": 1000,
 }
-STATE_NAMES: Dict[int, str] = {code: name for name, code in STATE_CODES.items()}
 
 PROCESS_STATE_PREFIX = "PROCESS_STATE_"
 # Keys supervisord puts in PROCESS_STATE and PROCESS_GROUP payloads. Splitting only

@@ -22,6 +22,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import __version__
 from ..config import ConfigError, ListenerConfig
+from ..keys import (
+    META_ACK_MAX_MS,
+    META_ACK_P50_MS,
+    META_ACK_P99_MS,
+    META_ACKS,
+    META_COALESCED,
+    META_DISCARDED,
+    META_EVENTS,
+)
 from ..logs import Throttle, configure_logging, log_uncaught_exceptions
 from .events import EventParseError, GroupChange, ProcessStateChange, Tick, parse_event
 from .identity import host_identity
@@ -181,12 +190,12 @@ class AckStats:
             samples = sorted(self._samples)
             count = self.count
         if not samples:
-            return {"acks": count}
+            return {META_ACKS: count}
 
         def pct(p: float) -> str:
             return f"{samples[min(len(samples) - 1, int(p * len(samples)))] * 1000:.4f}"
 
-        return {"acks": count, "ack_p50_ms": pct(0.50), "ack_p99_ms": pct(0.99), "ack_max_ms": pct(1.0)}
+        return {META_ACKS: count, META_ACK_P50_MS: pct(0.50), META_ACK_P99_MS: pct(0.99), META_ACK_MAX_MS: pct(1.0)}
 
 
 def _secrets(config: ListenerConfig) -> Tuple[List[str], List[Tuple[str, str]]]:
@@ -238,9 +247,9 @@ def run(
 
     def meta() -> Dict[str, Any]:
         extra = acks.summary()
-        extra["events"] = listener.events
-        extra["discarded_by_supervisord"] = listener.discarded_by_supervisord
-        extra["coalesced"] = outbox.coalesced
+        extra[META_EVENTS] = listener.events
+        extra[META_DISCARDED] = listener.discarded_by_supervisord
+        extra[META_COALESCED] = outbox.coalesced
         extra.update(host_identity())  # which supervisord this is: decides duplicate names
         return extra
 

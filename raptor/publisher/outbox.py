@@ -30,7 +30,8 @@ class Outbox:
         self._items: Deque[Item] = deque()
         self._limit = limit
         self._threshold = limit
-        self._resync_reason: Optional[str] = None
+        # A resync asked for from the event path; the sink's schedule owns the pending one.
+        self._resync_request: Optional[str] = None
         self._closed = False
         self.coalesced = 0  # items dropped by coalescing since start
 
@@ -43,30 +44,26 @@ class Outbox:
 
     def request_resync(self, reason: str) -> None:
         with self._cond:
-            if self._resync_reason is None:
-                self._resync_reason = reason
+            if self._resync_request is None:
+                self._resync_request = reason
             self._cond.notify()
 
     def take(self, max_items: int, timeout: float) -> List[Item]:
         """Up to *max_items* items; waits up to *timeout* s for work if there is none."""
         with self._cond:
-            if not self._items and self._resync_reason is None and not self._closed:
+            if not self._items and self._resync_request is None and not self._closed:
                 self._cond.wait(timeout)
             count = min(max_items, len(self._items))
             return [self._items.popleft() for _ in range(count)]
 
     def take_resync_request(self) -> Optional[str]:
         with self._cond:
-            reason, self._resync_reason = self._resync_reason, None
+            reason, self._resync_request = self._resync_request, None
             return reason
 
     def pending(self) -> int:
         with self._cond:
             return len(self._items)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def close(self) -> None:
         with self._cond:
@@ -82,7 +79,7 @@ class Outbox:
         items = list(self._items)
         self._items = deque(items[index] for index in keep)
         self.coalesced += before - len(self._items)
-        if self._resync_reason is None:
-            self._resync_reason = "outbox coalesced"
+        if self._resync_request is None:
+            self._resync_request = "outbox coalesced"
         # More distinct processes than the limit: grow, so put() stays O(1) amortized.
         self._threshold = max(self._limit, 2 * len(self._items))

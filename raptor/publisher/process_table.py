@@ -10,35 +10,35 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, TypedDict
 
 from .events import STATE_CODES, ProcessStateChange
 
-ProcessInfo = Dict[str, Any]
 
-INFO_FIELDS = (
-    "name",
-    "group",
-    "description",
-    "start",
-    "stop",
-    "now",
-    "state",
-    "statename",
-    "spawnerr",
-    "exitstatus",
-    "logfile",
-    "stdout_logfile",
-    "stderr_logfile",
-    "pid",
-)
-_INT_FIELDS = ("start", "stop", "now", "state", "exitstatus", "pid")
-_STR_FIELDS = ("name", "group", "description", "statename", "spawnerr", "logfile", "stdout_logfile", "stderr_logfile")
+class ProcessInfo(TypedDict):
+    """One ``getAllProcessInfo()`` entry, epoch ints; the key order is the snapshot's JSON order."""
+
+    name: str
+    group: str
+    description: str
+    start: int
+    stop: int
+    now: int
+    state: int
+    statename: str
+    spawnerr: str
+    exitstatus: int
+    logfile: str
+    stdout_logfile: str
+    stderr_logfile: str
+    pid: int
+
+
 BACKOFF_SPAWNERR = "Exited too quickly (process log may have details)"
 _NO_PID_STATES = ("STOPPED", "EXITED", "BACKOFF", "FATAL", "STARTING")
 
 
-def describe(info: Mapping[str, Any]) -> str:
+def describe(info: ProcessInfo) -> str:
     """The ``description`` supervisord would give (rpcinterface._interpretProcessInfo)."""
     statename = info["statename"]
     if statename == "RUNNING":
@@ -74,18 +74,38 @@ def blank_info(name: str, group: str) -> ProcessInfo:
     }
 
 
+def _int(raw: Mapping[str, Any], key: str, default: int) -> int:
+    value = raw.get(key)
+    return default if value is None else int(value)
+
+
+def _str(raw: Mapping[str, Any], key: str, default: str) -> str:
+    value = raw.get(key)
+    return default if value is None else str(value)
+
+
 def normalize_info(raw: Mapping[str, Any]) -> ProcessInfo:
     """Coerce one ``getAllProcessInfo()`` entry (or a stored one) to the exact shape.
 
     Raises ValueError/KeyError/TypeError on an entry that is not one.
     """
-    info = blank_info(str(raw["name"]), str(raw.get("group") or raw["name"]))
-    for key in _INT_FIELDS:
-        if key in raw and raw[key] is not None:
-            info[key] = int(raw[key])
-    for key in _STR_FIELDS:
-        if key in raw and raw[key] is not None:
-            info[key] = str(raw[key])
+    blank = blank_info(str(raw["name"]), str(raw.get("group") or raw["name"]))
+    info: ProcessInfo = {
+        "name": _str(raw, "name", blank["name"]),
+        "group": _str(raw, "group", blank["group"]),
+        "description": _str(raw, "description", blank["description"]),
+        "start": _int(raw, "start", blank["start"]),
+        "stop": _int(raw, "stop", blank["stop"]),
+        "now": _int(raw, "now", blank["now"]),
+        "state": _int(raw, "state", blank["state"]),
+        "statename": _str(raw, "statename", blank["statename"]),
+        "spawnerr": _str(raw, "spawnerr", blank["spawnerr"]),
+        "exitstatus": _int(raw, "exitstatus", blank["exitstatus"]),
+        "logfile": _str(raw, "logfile", blank["logfile"]),
+        "stdout_logfile": _str(raw, "stdout_logfile", blank["stdout_logfile"]),
+        "stderr_logfile": _str(raw, "stderr_logfile", blank["stderr_logfile"]),
+        "pid": _int(raw, "pid", blank["pid"]),
+    }
     statename = info["statename"]
     if statename not in STATE_CODES:
         raise ValueError(f"unknown statename {statename!r}")
@@ -97,7 +117,7 @@ def normalize_info(raw: Mapping[str, Any]) -> ProcessInfo:
 
 def apply_change(previous: Optional[ProcessInfo], change: ProcessStateChange) -> ProcessInfo:
     """The entry for ``change.name`` after *change*, derived from *previous*."""
-    info = dict(previous) if previous is not None else blank_info(change.name, change.group)
+    info = previous.copy() if previous is not None else blank_info(change.name, change.group)
     now = int(change.received)
     to_state = change.to_state
     info["group"] = change.group
@@ -120,7 +140,7 @@ def apply_change(previous: Optional[ProcessInfo], change: ProcessStateChange) ->
     return info
 
 
-def same_state(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_state(a: ProcessInfo, b: ProcessInfo) -> bool:
     """Whether two entries describe the same process state.
 
     A pid of 0 means "not known" in a derived entry (STARTING), so it only

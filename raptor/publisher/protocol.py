@@ -82,7 +82,7 @@ AckObserver = Callable[[float], None]
 class EventListenerProtocol:
     """Reads events from *stdin* and acknowledges them on *stdout*.
 
-    Both streams are text streams (see :func:`open_protocol_streams`), passed in so
+    Both streams are text streams (:func:`raptor.publisher.listener.main` makes them), passed in so
     that the protocol can be driven by a test without any global state.
     """
 
@@ -90,7 +90,7 @@ class EventListenerProtocol:
         self._stdin = stdin
         self._stdout = stdout
         # True while blocked waiting for the next header: the only moment at which
-        # stopping loses nothing (see listener.main's SIGTERM handler).
+        # stopping loses nothing (see the SIGTERM handler in listener.run).
         self.idle = False
         self.stop_requested = False
 

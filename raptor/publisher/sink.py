@@ -11,6 +11,9 @@ when the outbox had to coalesce, and once after each burst has settled.
 What Redis refuses for lack of an ACL permission is said once, naming the
 permission, and retried every PERMISSION_RETRY s; a key of the wrong type in place
 of one of this host's records is deleted and rewritten.
+
+This module does the I/O; what to write is decided in :mod:`.plan`, when in
+:mod:`.schedule`, and what a refusal means in :mod:`.acl`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -28,94 +30,26 @@ import redis
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
-from .. import __version__
 from ..config import ListenerConfig
 from ..logs import Throttle
-from ..messages import Message, encode, removal_message, state_message
-from .events import GroupChange, ProcessStateChange
+from ..messages import encode
+from .acl import Refused, permissions_used, refusal
 from .outbox import Item, Outbox
-from .process_table import ProcessInfo, ProcessTable, apply_change, normalize_info, same_state
+from .plan import meta_record, plan_batch, plan_resync
+from .process_table import ProcessInfo, ProcessTable, normalize_info
+from .schedule import SETTLE_DELAY, Schedule
 from .supervisor_rpc import SupervisorRPC
 
 log = logging.getLogger("raptor.sink")
 
 BATCH_SIZE = 512
-# Quiet time after a burst before one getAllProcessInfo() refreshes the details
-# events do not carry (exit status, pids of STARTING processes, log paths).
-SETTLE_DELAY = 0.5
 # Longest wait between two attempts while Redis is away: bounds the time from
 # Redis' return to a converged snapshot.
 RECONNECT_CAP = 1.0
-RPC_RETRY_DELAY = 2.0
-# While idle, check this often that Redis still holds this host's records: an idle
-# listener must notice a Redis restart, flush or eviction as fast as a busy one.
-HEARTBEAT = 1.0
-# A requested resync waits for the queue to drain (it then corrects what was
-# published), but no longer than this under a sustained flood of events.
-RESYNC_MAX_WAIT = 2.0
 # A missing ACL permission does not come back by itself: retry what Redis refused
 # this rarely, and repeat the log line this rarely.
 PERMISSION_RETRY = 30.0
 REFUSAL_LOG_INTERVAL = 600.0
-
-_RUN_REFUSED = re.compile(r"permissions to run the '([^']+)' command", re.IGNORECASE)
-_ACCESS_REFUSED = re.compile(r"permissions to access (?:one of the|a) (key|channel)", re.IGNORECASE)
-# redis-py's prefix to the error of one command of a pipeline.
-_PIPELINE_ERROR = re.compile(r"Command # \d+ \((.*?)\) of pipeline caused error: ", re.DOTALL)
-# Commands whose arguments are all keys; the others here have one key, then values.
-_ALL_KEYS = ("EXISTS", "DEL")
-# Whatever went through also went through the connection's own commands.
-_CONNECTION_PERMISSIONS = ("+client|setname", "+ping", "+select")
-
-
-class Refused(Exception):
-    """Redis refused a command for lack of an ACL permission."""
-
-    def __init__(self, permission: str, command: str, reason: str) -> None:
-        super().__init__(f"{command} refused: {reason}")
-        self.permission = permission  # the ACL rule that grants it: +del, ~host_meta:web1, &proc_events
-        self.command = command
-        self.reason = reason
-
-
-def _targets(command: Sequence[str]) -> Sequence[str]:
-    return command[1:] if command[0].upper() in _ALL_KEYS else command[1:2]
-
-
-def refusal(error: BaseException, command: Sequence[str] = ()) -> Optional[Refused]:
-    """*error* as a :class:`Refused` if Redis refused for lack of a permission, else None.
-
-    *command* is the command that met *error*, for the errors that do not say it
-    (redis-py prefixes the errors of a pipeline's commands with the command)."""
-    if not isinstance(error, redis.exceptions.ResponseError):
-        return None
-    text = str(error)
-    annotated = _PIPELINE_ERROR.match(text)
-    if annotated:
-        command, text = annotated.group(1).split(" "), text[annotated.end() :]
-    if text.startswith("EXEC without MULTI"):
-        return Refused("+multi", "MULTI", f"{text}: Redis ran the transaction's commands one by one")
-    run = _RUN_REFUSED.search(text)
-    if run:
-        name = run.group(1).lower()
-        return Refused(f"+{name}", name.replace("|", " ").upper(), text)
-    access = _ACCESS_REFUSED.search(text)
-    if access and command:
-        sigil = "~" if access.group(1).lower() == "key" else "&"
-        return Refused(" ".join(sigil + target for target in _targets(command)), command[0].upper(), text)
-    if access or isinstance(error, redis.exceptions.NoPermissionError):
-        return Refused("(see ACL LOG)", command[0].upper() if command else "a command", text)
-    return None
-
-
-def permissions_used(commands: Iterable[Sequence[str]]) -> Set[str]:
-    """The permissions that *commands*, which went through, needed (named as :func:`refusal` names them)."""
-    used = set(_CONNECTION_PERMISSIONS)
-    for command in commands:
-        name = command[0].upper()
-        used.add(f"+{name.lower()}")
-        used.update(("&" if name == "PUBLISH" else "~") + target for target in _targets(command))
-    return used
 
 
 def _wrong_type(reply: Any) -> bool:
@@ -158,16 +92,12 @@ class RedisSink:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._clock = clock
         self._batch_size = batch_size
-        self._settle_delay = settle_delay
         self._permission_retry = permission_retry
         self._extra_meta = meta
         self._table = ProcessTable()
         self._seq = 0
-        self._resync_reason: Optional[str] = "listener start"
-        self._next_resync_at = 0.0
-        self._resync_waiting_since: Optional[float] = None
-        self._settle_at: Optional[float] = None
-        self._next_heartbeat = 0.0
+        # Settle resyncs refresh what events do not carry: only supervisord knows it.
+        self._schedule = Schedule(clock, settle_delay=None if rpc is None else settle_delay)
         self._outage_since: Optional[float] = None
         self._started_at = clock()
         self._throttle = Throttle(log)
@@ -177,7 +107,6 @@ class RedisSink:
         # a batch whose fate is unknown (the link broke during EXEC) keeps its seqs.
         self._unsent: List[Item] = []
         self._wrong_typed: Set[str] = set()  # this host's records found holding another type
-        self._upkeep_after = 0.0  # repairs, heartbeat and resyncs wait until then after a refusal
         self._backoff = EqualJitterBackoff(base=0.05, cap=RECONNECT_CAP)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raptor-redis-sink", daemon=True)
@@ -200,10 +129,10 @@ class RedisSink:
     def _run(self) -> None:
         failures = 0
         while True:
-            items = self._unsent or self._outbox.take(self._batch_size, timeout=self._idle_timeout())
+            items = self._unsent or self._outbox.take(self._batch_size, timeout=self._schedule.idle_timeout())
             reason = self._outbox.take_resync_request()
-            if reason and self._resync_reason is None:
-                self._resync_reason = reason
+            if reason:
+                self._schedule.request(reason)
             try:
                 if items:
                     self._publish(items)
@@ -221,45 +150,26 @@ class RedisSink:
             if self._stopping.is_set() and not self._unsent and self._outbox.pending() == 0:
                 return
 
-    def _idle_timeout(self) -> float:
-        now = self._clock()
-        upkeep = [self._next_heartbeat]
-        if self._settle_at is not None:
-            upkeep.append(self._settle_at)
-        if self._resync_reason is not None:
-            upkeep.append(self._next_resync_at)
-        deadlines = [now + 1.0] + [max(deadline, self._upkeep_after) for deadline in upkeep]
-        return max(0.0, min(deadlines) - now)
-
     def _upkeep(self) -> None:
         """Repairs, heartbeat and resyncs. When Redis refuses one of them for lack of
         a permission, they all wait *permission_retry* s, but publishing goes on."""
-        if self._clock() < self._upkeep_after:
+        if self._schedule.paused():
             return
         try:
             self._repair_wrong_types()
             self._resync_if_due()
         except Refused as refused:
             self._report_refusal(refused)
-            self._upkeep_after = self._clock() + self._permission_retry
+            self._schedule.pause(self._permission_retry)
 
     def _resync_if_due(self) -> None:
-        now = self._clock()
-        if self._resync_reason is None:
-            self._resync_waiting_since = None
-        elif self._resync_waiting_since is None:
-            self._resync_waiting_since = now
-        overdue = self._resync_waiting_since is not None and now - self._resync_waiting_since >= RESYNC_MAX_WAIT
-        if self._outbox.pending() and not overdue:
+        if not self._schedule.may_resync(queued=self._outbox.pending()):
             return  # publish what is queued first; the resync then corrects it
-        if self._resync_reason is None and now >= self._next_heartbeat:
-            if self._records_missing():
-                self._resync_reason = "this host's records are missing from Redis"
-            self._next_heartbeat = now + HEARTBEAT
-        if self._resync_reason is not None and now >= self._next_resync_at:
-            self._resync(self._resync_reason)
-        elif self._settle_at is not None and now >= self._settle_at:
-            self._resync("burst settled")
+        if self._schedule.heartbeat_due() and self._records_missing():
+            self._schedule.request("this host's records are missing from Redis")
+        reason = self._schedule.resync_due()
+        if reason is not None:
+            self._resync(reason)
 
     def _records_missing(self) -> bool:
         """One EXISTS counts both records. The snapshot hash only exists while it has
@@ -276,8 +186,7 @@ class RedisSink:
         for key in sorted(self._wrong_typed):
             self._delete(key)
             self._wrong_typed.discard(key)
-            self._resync_reason = self._resync_reason or f"{key} was repaired"
-            self._next_resync_at = 0.0
+            self._schedule.request(f"{key} was repaired", at_once=True)
 
     def _delete(self, key: str) -> None:
         self._call(["DEL", key], lambda: self._client.delete(key))
@@ -325,9 +234,8 @@ class RedisSink:
                 dropped,
                 exc_info=exc,
             )
-            self._resync_reason = self._resync_reason or "a batch was dropped"
-        self._resync_reason = self._resync_reason or "Redis reconnected"
-        self._next_resync_at = 0.0
+            self._schedule.request("a batch was dropped")
+        self._schedule.request("Redis reconnected", at_once=True)
         return float(self._backoff.compute(failures))
 
     def _report_refusal(self, refused: Refused) -> None:
@@ -418,82 +326,39 @@ class RedisSink:
     # -- publishing ------------------------------------------------------------
 
     def _meta(self, pipe: Any, now: float, refreshed: bool) -> None:
-        meta: Dict[str, Any] = {
-            "run_id": self.run_id,
-            "seq": self._seq,
-            "updated": f"{now:.3f}",
-            "version": __version__,
-            "pid": os.getpid(),
-            "started": f"{self._started_at:.3f}",
-            "processes": len(self._table),
-        }
-        if refreshed:
-            meta["refreshed"] = f"{now:.3f}"
-        if self._extra_meta is not None:
-            meta.update(self._extra_meta())
-        pipe.hset(self._config.meta_key, mapping=meta)
+        record = meta_record(
+            run_id=self.run_id,
+            seq=self._seq,
+            now=now,
+            started=self._started_at,
+            processes=len(self._table),
+            pid=os.getpid(),
+            refreshed=refreshed,
+            extra={} if self._extra_meta is None else self._extra_meta(),
+        )
+        pipe.hset(self._config.meta_key, mapping=record)
         pipe.expire(self._config.meta_key, self._config.snapshot_ttl)
-
-    def _changes(self, items: List[Item]) -> Tuple[List[Message], Dict[str, ProcessInfo], Dict[str, str]]:
-        """The messages a batch publishes (numbered from the current seq), the snapshot
-        entries it updates and the ones it removes (name -> group). A group added
-        publishes nothing; it schedules the settle resync, which reports its processes."""
-        host = self._config.hostname
-        seq = self._seq
-        updated: Dict[str, ProcessInfo] = {}
-        removed: Dict[str, str] = {}
-        messages: List[Message] = []
-        for item in items:
-            if isinstance(item, ProcessStateChange):
-                previous = updated.get(item.name) or (None if item.name in removed else self._table.get(item.name))
-                info = apply_change(previous, item)
-                updated[item.name] = info
-                removed.pop(item.name, None)
-                seq += 1
-                messages.append(
-                    state_message(
-                        host,
-                        info,
-                        event=f"PROCESS_STATE_{item.to_state}",
-                        from_state=item.from_state,
-                        seq=seq,
-                        run_id=self.run_id,
-                    )
-                )
-            elif isinstance(item, GroupChange):
-                if item.added:
-                    self._schedule_settle()
-                    continue
-                members = {name for name, info in self._table.entries().items() if info["group"] == item.group}
-                members |= {name for name, info in updated.items() if info["group"] == item.group}
-                members.discard(item.group)
-                for name in [item.group, *sorted(members)]:
-                    seq += 1
-                    messages.append(
-                        removal_message(host, name, item.group, now=item.received, seq=seq, run_id=self.run_id)
-                    )
-                    updated.pop(name, None)
-                    removed[name] = item.group
-        return messages, updated, removed
 
     def _publish(self, items: List[Item]) -> None:
         """Publish *items* in one transaction. They stay in hand (``_unsent``) until
         its EXEC ran, whatever fails after that."""
         self._unsent = items
         now = self._clock()
-        messages, updated, removed = self._changes(items)
-        if not messages:
+        plan = plan_batch(items, self._table, host=self._config.hostname, run_id=self.run_id, seq=self._seq)
+        if plan.group_added:
+            self._schedule.settle()  # the settle resync reports the new group's processes
+        if not plan.messages:
             self._unsent = []
             return  # only PROCESS_GROUP_ADDED: nothing to say until the settle resync
         pipe = self._client.pipeline(transaction=True)
-        for message in messages:
+        for message in plan.messages:
             pipe.publish(self._config.channel, encode(message))
-        if updated:
-            pipe.hset(self._config.snapshot_key, mapping={name: encode(info) for name, info in updated.items()})
-        if removed:
-            pipe.hdel(self._config.snapshot_key, *removed)
+        if plan.updated:
+            pipe.hset(self._config.snapshot_key, mapping={name: encode(info) for name, info in plan.updated.items()})
+        if plan.removed:
+            pipe.hdel(self._config.snapshot_key, *plan.removed)
         pipe.expire(self._config.snapshot_key, self._config.snapshot_ttl)
-        previous_seq, self._seq = self._seq, messages[-1]["seq"]
+        previous_seq, self._seq = self._seq, plan.seq
         try:
             self._meta(pipe, now, refreshed=False)
             replies = self._exec(pipe)
@@ -501,19 +366,15 @@ class RedisSink:
             self._seq = previous_seq  # the same batch is sent again with the same seqs
             raise
         self._unsent = []
-        self._next_heartbeat = self._clock() + HEARTBEAT
-        for info in updated.values():
+        self._schedule.published()
+        for info in plan.updated.values():
             self._table.set(info)
-        for name in removed:
+        for name in plan.removed:
             self._table.discard(name)
-        self.published += len(messages)
-        if updated:
-            self._schedule_settle()
+        self.published += len(plan.messages)
+        if plan.updated:
+            self._schedule.settle()
         self._check_replies(replies)
-
-    def _schedule_settle(self) -> None:
-        if self._rpc is not None:
-            self._settle_at = self._clock() + self._settle_delay
 
     # -- resync ----------------------------------------------------------------
 
@@ -562,50 +423,27 @@ class RedisSink:
     def _resync(self, reason: str) -> None:
         truth = self._fetch_truth()
         stored = self._read_stored()
-        if truth is not None:
-            target = {info["name"]: info for info in truth}
-            gone = [info for name, info in stored.items() if name not in target]
-        else:
-            # Without supervisord's word, nothing can be declared gone: keep what is
-            # stored and overlay what this run has seen.
-            target = dict(stored)
-            target.update(self._table.entries())
-            gone = []
-        host = self._config.hostname
         now = self._clock()
-        seq = self._seq
-        messages: List[Message] = []
-        for name, info in target.items():
-            old = stored.get(name)
-            if old is None or not same_state(old, info):
-                seq += 1
-                messages.append(
-                    state_message(
-                        host,
-                        info,
-                        event=f"PROCESS_STATE_{info['statename']}",
-                        from_state=None if old is None else old["statename"],
-                        seq=seq,
-                        run_id=self.run_id,
-                        resync=True,
-                    )
-                )
-        for info in gone:
-            seq += 1
-            messages.append(
-                removal_message(host, info["name"], info["group"], now=now, seq=seq, run_id=self.run_id, resync=True)
-            )
+        plan = plan_resync(
+            truth,
+            stored,
+            self._table.entries(),
+            host=self._config.hostname,
+            run_id=self.run_id,
+            seq=self._seq,
+            now=now,
+        )
         key = self._config.snapshot_key
         pipe = self._client.pipeline(transaction=True)
         pipe.delete(key)
-        if target:
-            pipe.hset(key, mapping={name: encode(info) for name, info in target.items()})
+        if plan.target:
+            pipe.hset(key, mapping={name: encode(info) for name, info in plan.target.items()})
             pipe.expire(key, self._config.snapshot_ttl)
-        for message in messages:
+        for message in plan.messages:
             pipe.publish(self._config.channel, encode(message))
-        previous_seq, self._seq = self._seq, seq
+        previous_seq, self._seq = self._seq, plan.seq
         previous_table = self._table.entries()
-        self._table.replace(target.values())
+        self._table.replace(plan.target.values())
         try:
             self._meta(pipe, now, refreshed=True)
             replies = self._exec(pipe)
@@ -617,22 +455,15 @@ class RedisSink:
                 self._seq = previous_seq
             self._table.replace(previous_table.values())
             raise
-        self.published += len(messages)
+        self.published += len(plan.messages)
         self.resyncs += 1
-        self._resync_waiting_since = None
-        self._next_heartbeat = self._clock() + HEARTBEAT
-        self._settle_at = None
-        if truth is None and self._rpc is not None:
-            # supervisord did not answer: try again soon, it is the only authority.
-            self._resync_reason = reason
-            self._next_resync_at = now + RPC_RETRY_DELAY
-        else:
-            self._resync_reason = None
+        # Without supervisord's answer, it is asked again soon: it is the only authority.
+        self._schedule.resynced(reason, started=now, retry=truth is None and self._rpc is not None)
         log.log(
-            logging.INFO if messages else logging.DEBUG,
+            logging.INFO if plan.messages else logging.DEBUG,
             "resync (%s): %d processes, %d corrections published",
             reason,
-            len(target),
-            len(messages),
+            len(plan.target),
+            len(plan.messages),
         )
         self._check_replies(replies)

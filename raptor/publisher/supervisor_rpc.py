@@ -116,7 +116,3 @@ class SupervisorRPC:
             raise TypeError(f"getAllProcessInfo returned {type(result).__name__}")
         self.last_process_count = len(result)
         return result
-
-    def get_pid(self) -> Optional[int]:
-        pid = self._call("getPID")
-        return int(pid) if isinstance(pid, int) else None

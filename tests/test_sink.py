@@ -11,13 +11,15 @@ from typing import Any, Dict, Iterator, List, Optional, Type
 import pytest
 import redis
 
+from harness import Collector, LogRecords, RedisServer, captured_log, stored_snapshot, wait_for
 from raptor.config import ListenerConfig
-from raptor.publisher import sink as sink_module
+from raptor.keys import meta_key, snapshot_key
+from raptor.publisher import plan as plan_module
+from raptor.publisher.acl import permissions_used, refusal
 from raptor.publisher.events import GroupChange, ProcessStateChange
 from raptor.publisher.outbox import Outbox
-from raptor.publisher.sink import RedisSink, make_redis_client, permissions_used, refusal
+from raptor.publisher.sink import RedisSink, make_redis_client
 
-from .support import Collector, LogRecords, RedisServer, captured_log, stored_snapshot, wait_for
 from .test_sink_faults import ACL_PASSWORD, acl_user, holds_for, republished
 
 
@@ -65,7 +67,7 @@ def outbox() -> Outbox:
 
 def test_start_resync_diffs_against_what_redis_holds(redis_server: RedisServer, collector: Collector, outbox) -> None:
     client = redis_server.client()
-    client.hset("host_procs:h", mapping={
+    client.hset(snapshot_key("h"), mapping={
         "same": json.dumps(info("same", "RUNNING", 1)),
         "changed": json.dumps(info("changed", "RUNNING", 2)),
         "gone": json.dumps(info("gone", "RUNNING", 3)),
@@ -84,10 +86,10 @@ def test_start_resync_diffs_against_what_redis_holds(redis_server: RedisServer, 
         assert all(m["resync"] for m in messages)
         assert [m["seq"] for m in messages] == [1, 2, 3]
         assert next(m for m in messages if m["name"] == "changed")["from_state"] == "RUNNING"
-        meta = client.hgetall("host_meta:h")
+        meta = client.hgetall(meta_key("h"))
         assert meta[b"seq"] == b"3"
         assert meta[b"run_id"].decode() == sink.run_id
-        assert 0 < client.ttl("host_procs:h") <= 600
+        assert 0 < client.ttl(snapshot_key("h")) <= 600
     finally:
         sink.stop(2)
 
@@ -119,7 +121,7 @@ def test_events_are_published_in_order_and_group_removal_deletes(
 
 def test_without_rpc_nothing_stored_is_declared_gone(redis_server: RedisServer, collector: Collector, outbox) -> None:
     client = redis_server.client()
-    client.hset("host_procs:h", "old", json.dumps(info("old", "RUNNING", 5)))
+    client.hset(snapshot_key("h"), "old", json.dumps(info("old", "RUNNING", 5)))
     sink = make_sink(redis_server, None, outbox)
     try:
         outbox.put(ProcessStateChange("b", "b", "STOPPED", "STARTING", 0, 1000))
@@ -310,14 +312,14 @@ def test_a_batch_that_cannot_be_built_is_dropped_not_retried_forever(
 ) -> None:
     """A bug met while building one batch (not a Redis error) must not hold up what is
     queued behind it: the batch is dropped with one traceback, and the resync repairs."""
-    real = sink_module.state_message
+    real = plan_module.state_message
 
     def poisoned(host: str, info: Dict[str, Any], **fields: Any) -> Any:
         if info["name"] == "poison" and not fields.get("resync"):
             raise KeyError("a bug in building this message")
         return real(host, info, **fields)
 
-    monkeypatch.setattr(sink_module, "state_message", poisoned)
+    monkeypatch.setattr(plan_module, "state_message", poisoned)
     rpc = StubRPC([info("poison", "RUNNING", 5), info("a", "RUNNING", 6)])
     with captured_log("raptor.sink") as log:
         records = log.records

@@ -1,0 +1,186 @@
+"""What the sink writes, decided without Redis, threads or clocks.
+
+A batch of queued changes, or a resync against supervisord's word, becomes a plan:
+the numbered messages to publish and the snapshot fields to set and delete. The
+sink sends a plan in one MULTI/EXEC and only then applies it to its process table,
+so a plan made again from the same inputs (a batch whose EXEC failed) is the same
+plan, with the same seqs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .. import __version__
+from ..keys import (
+    META_PID,
+    META_PROCESSES,
+    META_REFRESHED,
+    META_RUN_ID,
+    META_SEQ,
+    META_STARTED,
+    META_UPDATED,
+    META_VERSION,
+)
+from ..messages import Message, removal_message, state_message
+from .events import GroupChange, ProcessStateChange
+from .outbox import Item
+from .process_table import ProcessInfo, ProcessTable, apply_change, same_state
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A process to report in the state *info* holds, coming from *from_state*."""
+
+    info: ProcessInfo
+    from_state: Optional[str]
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A process (or group) gone at *at*."""
+
+    name: str
+    group: str
+    at: float
+
+
+Change = Union[Transition, Removal]
+
+
+def number(changes: Sequence[Change], *, host: str, run_id: str, seq: int, resync: bool) -> Tuple[Message, ...]:
+    """One message per change, in order, numbered from ``seq + 1`` on."""
+    messages: List[Message] = []
+    for change in changes:
+        seq += 1
+        if isinstance(change, Transition):
+            messages.append(
+                state_message(
+                    host,
+                    change.info,
+                    event=f"PROCESS_STATE_{change.info['statename']}",
+                    from_state=change.from_state,
+                    seq=seq,
+                    run_id=run_id,
+                    resync=resync,
+                )
+            )
+        else:
+            messages.append(
+                removal_message(host, change.name, change.group, now=change.at, seq=seq, run_id=run_id, resync=resync)
+            )
+    return tuple(messages)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    messages: Tuple[Message, ...]
+    updated: Mapping[str, ProcessInfo]  # snapshot fields to set: name -> entry
+    removed: Mapping[str, str]  # snapshot fields to delete: name -> group
+    # A group was added: it publishes nothing, the settle resync reports its
+    # processes (wanted whatever becomes of this batch's EXEC).
+    group_added: bool
+    seq: int  # the last seq this plan uses
+
+    @property
+    def settles(self) -> bool:
+        """Whether a settle resync is wanted once this batch is published: it
+        refreshes what events do not carry (exit status, pids of STARTING processes)."""
+        return self.group_added or bool(self.updated)
+
+
+def plan_batch(items: Sequence[Item], table: ProcessTable, *, host: str, run_id: str, seq: int) -> BatchPlan:
+    """The messages and snapshot changes of *items*, numbered after *seq*, derived
+    from *table* (which this does not change)."""
+    updated: Dict[str, ProcessInfo] = {}
+    removed: Dict[str, str] = {}
+    changes: List[Change] = []
+    group_added = False
+    for item in items:
+        if isinstance(item, ProcessStateChange):
+            previous = updated.get(item.name) or (None if item.name in removed else table.get(item.name))
+            info = apply_change(previous, item)
+            updated[item.name] = info
+            removed.pop(item.name, None)
+            changes.append(Transition(info, item.from_state))
+        elif isinstance(item, GroupChange):
+            if item.added:
+                group_added = True
+                continue
+            members = {info["name"] for info in table.members(item.group)}
+            members |= {name for name, info in updated.items() if info["group"] == item.group}
+            members.discard(item.group)
+            for name in [item.group, *sorted(members)]:
+                changes.append(Removal(name, item.group, item.received))
+                updated.pop(name, None)
+                removed[name] = item.group
+    messages = number(changes, host=host, run_id=run_id, seq=seq, resync=False)
+    return BatchPlan(messages, updated, removed, group_added, seq + len(messages))
+
+
+@dataclass(frozen=True)
+class ResyncPlan:
+    target: Mapping[str, ProcessInfo]  # the whole snapshot to store in place of the old one
+    messages: Tuple[Message, ...]  # a correction for every process whose stored state differs
+    seq: int  # the last seq this plan uses
+
+
+def plan_resync(
+    truth: Optional[Sequence[ProcessInfo]],
+    stored: Mapping[str, ProcessInfo],
+    known: Mapping[str, ProcessInfo],
+    *,
+    host: str,
+    run_id: str,
+    seq: int,
+    now: float,
+) -> ResyncPlan:
+    """The snapshot to store and its corrections, numbered after *seq*.
+
+    *truth* is supervisord's ``getAllProcessInfo()``, or None when there is none to
+    ask; *stored* what Redis holds; *known* what this run has seen."""
+    if truth is not None:
+        target = {info["name"]: info for info in truth}
+        gone = [info for name, info in stored.items() if name not in target]
+    else:
+        # Without supervisord's word, nothing can be declared gone: keep what is
+        # stored and overlay what this run has seen.
+        target = dict(stored)
+        target.update(known)
+        gone = []
+    changes: List[Change] = []
+    for name, info in target.items():
+        old = stored.get(name)
+        if old is None or not same_state(old, info):
+            changes.append(Transition(info, None if old is None else old["statename"]))
+    changes.extend(Removal(info["name"], info["group"], now) for info in gone)
+    messages = number(changes, host=host, run_id=run_id, seq=seq, resync=True)
+    return ResyncPlan(target, messages, seq + len(messages))
+
+
+def meta_record(
+    *,
+    run_id: str,
+    seq: int,
+    now: float,
+    started: float,
+    processes: int,
+    pid: int,
+    refreshed: bool,
+    extra: Mapping[str, Any],
+) -> Dict[str, Any]:
+    """The fields of ``host_meta:<host>`` (:mod:`raptor.keys`); *refreshed* after a resync."""
+    meta: Dict[str, Any] = {
+        META_RUN_ID: run_id,
+        META_SEQ: seq,
+        META_UPDATED: f"{now:.3f}",
+        META_VERSION: __version__,
+        META_PID: pid,
+        META_STARTED: f"{started:.3f}",
+        META_PROCESSES: processes,
+    }
+    if refreshed:
+        meta[META_REFRESHED] = f"{now:.3f}"
+    meta.update(extra)
+    return meta

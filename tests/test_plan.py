@@ -1,0 +1,168 @@
+"""Unit: the sink's plans, made without Redis."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from raptor import __version__
+from raptor.publisher.events import STATE_CODES, GroupChange, ProcessStateChange
+from raptor.publisher.outbox import Item
+from raptor.publisher.plan import Removal, Transition, meta_record, number, plan_batch, plan_resync
+from raptor.publisher.process_table import ProcessInfo, ProcessTable, blank_info, normalize_info
+
+HOST, RUN = "h", "run1"
+
+
+def info(name: str, statename: str, pid: int = 0, group: Optional[str] = None) -> ProcessInfo:
+    return normalize_info({"name": name, "group": group or name, "statename": statename, "pid": pid})
+
+
+def table_of(*infos: ProcessInfo) -> ProcessTable:
+    table = ProcessTable()
+    table.replace(infos)
+    return table
+
+
+def change(name: str, from_state: str, to_state: str, pid: int = 0, group: str = "", at: float = 1000.0) -> Item:
+    return ProcessStateChange(name, group or name, from_state, to_state, pid, at)
+
+
+def test_a_batch_numbers_one_message_per_change_after_the_current_seq() -> None:
+    items = [
+        change("a", "STOPPED", "STARTING"),
+        change("a", "STARTING", "RUNNING", 7),
+        change("b", "RUNNING", "EXITED"),
+    ]
+    plan = plan_batch(items, ProcessTable(), host=HOST, run_id=RUN, seq=41)
+    assert [(m["name"], m["event"], m["seq"]) for m in plan.messages] == [
+        ("a", "PROCESS_STATE_STARTING", 42),
+        ("a", "PROCESS_STATE_RUNNING", 43),
+        ("b", "PROCESS_STATE_EXITED", 44),
+    ]
+    assert plan.seq == 44
+    assert [m["from_state"] for m in plan.messages] == ["STOPPED", "STARTING", "RUNNING"]
+    assert not any(m["resync"] for m in plan.messages)
+    assert {name: i["statename"] for name, i in plan.updated.items()} == {"a": "RUNNING", "b": "EXITED"}
+    assert plan.updated["a"]["pid"] == 7
+    assert plan.removed == {}
+    assert plan.settles and not plan.group_added
+
+
+def test_a_batch_derives_from_the_table_without_changing_it() -> None:
+    known = info("a", "RUNNING", 5)
+    known["logfile"] = "/var/log/a.log"
+    table = table_of(known)
+    plan = plan_batch([change("a", "RUNNING", "STOPPING", 5)], table, host=HOST, run_id=RUN, seq=0)
+    assert plan.updated["a"]["logfile"] == "/var/log/a.log", "what events do not carry is kept"
+    assert table.get("a") == known
+
+
+def test_a_removed_group_removes_its_members_from_the_table_and_the_batch() -> None:
+    table = table_of(info("g", "RUNNING", 1), info("g_1", "RUNNING", 2, "g"), info("other", "RUNNING", 3))
+    items = [change("g_0", "STOPPED", "STARTING", group="g"), GroupChange("g", added=False, received=2000.0)]
+    plan = plan_batch(items, table, host=HOST, run_id=RUN, seq=0)
+    assert [(m["event"], m["name"], m["seq"]) for m in plan.messages] == [
+        ("PROCESS_STATE_STARTING", "g_0", 1),
+        ("PROCESS_GROUP_REMOVED", "g", 2),
+        ("PROCESS_GROUP_REMOVED", "g_0", 3),
+        ("PROCESS_GROUP_REMOVED", "g_1", 4),
+    ]
+    assert plan.removed == {"g": "g", "g_0": "g", "g_1": "g"}
+    assert plan.updated == {}
+    assert plan.messages[1]["payload_headers"] == {"groupname": "g"}
+
+
+def test_a_process_back_after_its_group_was_removed_starts_blank() -> None:
+    table = table_of(info("a", "RUNNING", 1))
+    items = [GroupChange("a", added=False, received=1.0), change("a", "STOPPED", "STARTING")]
+    plan = plan_batch(items, table, host=HOST, run_id=RUN, seq=0)
+    assert plan.removed == {}
+    assert plan.updated["a"]["statename"] == "STARTING"
+
+
+def test_an_added_group_says_nothing_and_wants_the_settle_resync() -> None:
+    plan = plan_batch([GroupChange("g", added=True, received=1.0)], ProcessTable(), host=HOST, run_id=RUN, seq=3)
+    assert plan.messages == ()
+    assert plan.seq == 3
+    assert plan.group_added and plan.settles
+
+
+names = st.sampled_from(["a", "b", "node_example-v2-local-f96054b7-web-5003", "café"])
+states = st.sampled_from(sorted(STATE_CODES))
+items = st.lists(
+    st.one_of(
+        st.builds(change, names, states, states, st.integers(0, 99), st.just(""), st.floats(0, 2e9)),
+        st.builds(GroupChange, names, st.booleans(), st.floats(0, 2e9)),
+    ),
+    max_size=30,
+)
+
+
+@given(items, st.integers(0, 10**6))
+def test_batch_plans_are_numbered_contiguously_and_made_again_identically(batch: List[Item], seq: int) -> None:
+    table = table_of(info("a", "RUNNING", 1), info("b", "STOPPED"))
+    before = table.entries()
+    plan = plan_batch(batch, table, host=HOST, run_id=RUN, seq=seq)
+    assert [m["seq"] for m in plan.messages] == list(range(seq + 1, plan.seq + 1))
+    transitions = [i for i in batch if isinstance(i, ProcessStateChange)]
+    states_said = [m for m in plan.messages if m["event"] != "PROCESS_GROUP_REMOVED"]
+    assert len(states_said) == len(transitions), "one message per state change"
+    assert [m["event"] for m in states_said] == [f"PROCESS_STATE_{i.to_state}" for i in transitions]
+    assert not set(plan.updated) & set(plan.removed)
+    assert table.entries() == before
+    assert plan_batch(batch, table, host=HOST, run_id=RUN, seq=seq) == plan, "a batch sent again keeps its seqs"
+
+
+def test_a_resync_corrects_what_differs_and_removes_what_is_gone() -> None:
+    stored = {
+        "same": info("same", "RUNNING", 1),
+        "changed": info("changed", "RUNNING", 2),
+        "gone": info("gone", "RUNNING", 3),
+    }
+    truth = [info("same", "RUNNING", 1), info("changed", "RUNNING", 9), info("new", "STOPPED")]
+    plan = plan_resync(truth, stored, {}, host=HOST, run_id=RUN, seq=10, now=1.7e9)
+    assert list(plan.target) == ["same", "changed", "new"]
+    assert [(m["name"], m["event"], m["seq"]) for m in plan.messages] == [
+        ("changed", "PROCESS_STATE_RUNNING", 11),
+        ("new", "PROCESS_STATE_STOPPED", 12),
+        ("gone", "PROCESS_GROUP_REMOVED", 13),
+    ]
+    assert [m.get("from_state") for m in plan.messages[:2]] == ["RUNNING", None]
+    assert all(m["resync"] for m in plan.messages)
+    assert plan.messages[2]["time"] == "2023-11-14T22:13:20+00:00"
+    assert plan.seq == 13
+
+
+def test_a_resync_without_supervisord_declares_nothing_gone() -> None:
+    stored = {"old": info("old", "RUNNING", 5)}
+    known = {"b": info("b", "STARTING")}
+    plan = plan_resync(None, stored, known, host=HOST, run_id=RUN, seq=0, now=0.0)
+    assert set(plan.target) == {"old", "b"}
+    assert [(m["name"], m["event"]) for m in plan.messages] == [("b", "PROCESS_STATE_STARTING")]
+
+
+def test_a_resync_that_finds_nothing_to_correct_uses_no_seq() -> None:
+    stored = {"a": info("a", "RUNNING", 1)}
+    plan = plan_resync([info("a", "RUNNING", 1)], stored, {}, host=HOST, run_id=RUN, seq=7, now=0.0)
+    assert plan.messages == () and plan.seq == 7
+
+
+def test_number_is_the_one_place_messages_get_their_seq() -> None:
+    said = [Transition(blank_info("a", "a"), "RUNNING"), Removal("b", "g", 0.0)]
+    messages = number(said, host=HOST, run_id=RUN, seq=0, resync=True)
+    assert [(m["event"], m["seq"], m["run_id"], m["resync"]) for m in messages] == [
+        ("PROCESS_STATE_STOPPED", 1, RUN, True),
+        ("PROCESS_GROUP_REMOVED", 2, RUN, True),
+    ]
+
+
+def test_meta_record() -> None:
+    extra: Dict[str, Any] = {"events": 3, "supervisord_id": "x"}
+    meta = meta_record(run_id=RUN, seq=4, now=12.5, started=10.0, processes=2, pid=99, refreshed=False, extra=extra)
+    assert meta == {"run_id": RUN, "seq": 4, "updated": "12.500", "version": __version__, "pid": 99,
+                    "started": "10.000", "processes": 2, "events": 3, "supervisord_id": "x"}  # fmt: skip
+    refreshed = meta_record(run_id=RUN, seq=4, now=12.5, started=10.0, processes=2, pid=99, refreshed=True, extra={})
+    assert refreshed["refreshed"] == refreshed["updated"] == "12.500"

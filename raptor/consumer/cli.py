@@ -2,7 +2,17 @@
 
 raptor status [--json] [--host GLOB] [--app NAME]   one row per host; exit 1 on duplicates
 raptor watch  [--host GLOB] [--app NAME]            live full-screen view
-raptor tail   [--event NAME] [--host GLOB]          raw messages as JSON lines
+raptor tail   [--event GLOB] [--host GLOB] [--count N] [--format json|line]
+                                                    messages as they are published
+
+Exit codes: 0 ok, 1 duplicate hosts (status), 2 bad configuration or Redis unreachable
+(one line on stderr). ``raptor tail`` runs until interrupted, or until it has printed
+``--count`` messages; it says on stderr how many messages of a listener run it missed
+(pub/sub loses what is published while a subscriber reconnects) and when Redis goes
+away and comes back. ``watch`` and ``tail`` reconnect on their own, with backoff.
+
+:func:`main` takes its streams and, for callers that run it in a thread, a ``stop``
+event that ends ``tail`` and ``watch`` cleanly.
 """
 
 from __future__ import annotations
@@ -12,18 +22,32 @@ import fnmatch
 import json
 import os
 import sys
+import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 import redis
 
 from .. import __version__
 from ..config import ConfigError, redact_url, validate_redis_url
 from ..keys import DEFAULT_CHANNEL
-from .fleet import SAME_SUPERVISORD, Duplicate, Fleet, Host, state_order
-from .follow import Follower, make_client, next_message, parse_message
+from .fleet import Duplicate, Fleet, Host, describe_duplicate, state_order
+from .follow import Follower, Subscriber, make_client
+from .seq import Seen, SeqTracker
 
 EXIT_OK, EXIT_DUPLICATES, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass
+class Context:
+    """What a command works with besides its arguments."""
+
+    client: redis.Redis
+    out: TextIO
+    err: TextIO
+    stop: Optional[threading.Event] = None  # set: tail and watch return
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -68,19 +92,10 @@ def print_status(hosts: List[Host], duplicates: List[Duplicate], detail: bool, o
         out.write(describe_duplicate(duplicate) + "\n")
 
 
-def describe_duplicate(duplicate: Duplicate) -> str:
-    a, b = duplicate.a, duplicate.b
-    if duplicate.basis == SAME_SUPERVISORD:
-        return (f"DUPLICATE: {a} and {b} are one supervisord publishing under two names "
-                f"(same supervisord_id {duplicate.detail})")  # fmt: skip
-    return (f"DUPLICATE: {a} and {b} report the same processes with the same pids ({duplicate.detail}): "
-            "one supervisord publishing under two names, guessed because one of them publishes no "
-            "supervisord_id (an older listener)")  # fmt: skip
-
-
-def cmd_status(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    out = ctx.out
     fleet = Fleet()
-    fleet.load(client)
+    fleet.load(ctx.client)
     hosts = fleet.select(args.host, args.app)
     duplicates = fleet.find_duplicates()
     now = time.time()
@@ -107,66 +122,55 @@ def format_line(message: Dict[str, Any]) -> str:
     return f"{when}  {message.get('host')}  {message.get('name')}  {change}{resync}"
 
 
-def missed_before(message: Dict[str, Any], last_seen: Dict[str, Tuple[str, int]]) -> int:
-    """How many messages of this host's listener run never arrived before this one.
-
-    Pub/sub loses messages across a reconnect; `seq` (contiguous per run) shows it.
-    Unknown (0) for a host's first message or a new run."""
-    host, run_id, seq = message.get("host"), message.get("run_id"), message.get("seq")
-    if not isinstance(host, str) or not isinstance(run_id, str) or not isinstance(seq, int):
-        return 0
-    previous = last_seen.get(host)
-    if previous is not None and previous[0] == run_id and seq <= previous[1]:
-        return 0  # a re-sent batch (delivery is at least once)
-    last_seen[host] = (run_id, seq)
-    if previous is None or previous[0] != run_id:
-        return 0
-    return seq - previous[1] - 1
-
-
-def cmd_tail(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
+def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
     printed = 0
-    last_seen: Dict[str, Tuple[str, int]] = {}
-    while args.count is None or printed < args.count:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        try:
-            pubsub.subscribe(args.channel)
-            while args.count is None or printed < args.count:
-                raw = next_message(pubsub, 1.0)
-                if raw is None:
-                    continue
-                data = raw["data"]
-                text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-                message = parse_message(text)
-                if message is None:
-                    continue
-                missed = missed_before(message, last_seen)
-                if missed:
-                    sys.stderr.write(
-                        f"raptor tail: {missed} messages from {message['host']} missed before seq {message['seq']}\n"
-                    )
-                if args.event and not fnmatch.fnmatchcase(str(message.get("event", "")), args.event):
-                    continue
-                if args.host and not fnmatch.fnmatchcase(str(message.get("host", "")), args.host):
-                    continue
-                out.write((format_line(message) if args.format == "line" else text) + "\n")
-                out.flush()
-                printed += 1
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            sys.stderr.write("raptor tail: Redis unreachable, reconnecting\n")
-            time.sleep(1.0)
-        finally:
-            pubsub.close()
+    runs: Dict[str, SeqTracker] = defaultdict(SeqTracker)  # per host: which messages arrived
+    subscriber = Subscriber(ctx.client, args.channel)
+    went_down = False
+
+    def on_message(message: Dict[str, Any], text: str) -> None:
+        nonlocal printed
+        host = message.get("host")
+        if isinstance(host, str):
+            verdict = runs[host].observe(message.get("run_id"), message.get("seq"))
+            if verdict.seen is Seen.GAP:
+                ctx.err.write(
+                    f"raptor tail: {verdict.missed} messages from {host} missed before seq {message['seq']}\n"
+                )
+                ctx.err.flush()
+        if args.event and not fnmatch.fnmatchcase(str(message.get("event", "")), args.event):
+            return
+        if args.host and not fnmatch.fnmatchcase(str(host or ""), args.host):
+            return
+        ctx.out.write((format_line(message) if args.format == "line" else text) + "\n")
+        ctx.out.flush()
+        printed += 1
+
+    def on_state(connected: bool) -> None:
+        nonlocal went_down
+        if not connected:
+            ctx.err.write(f"raptor tail: Redis unreachable ({subscriber.last_error}), reconnecting\n")
+            went_down = True
+        elif went_down:
+            ctx.err.write("raptor tail: reconnected to Redis\n")
+        ctx.err.flush()
+
+    subscriber.run(
+        on_message,
+        on_state=on_state,
+        should_stop=lambda: args.count is not None and printed >= args.count,
+        stop=ctx.stop,
+    )
     return EXIT_OK
 
 
-def cmd_watch(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
+def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     try:
         from .watch import watch  # noqa: PLC0415 (rich is an optional extra)
     except ImportError:
-        sys.stderr.write("raptor watch needs rich: pip install 'raptor[cli]'\n")
+        ctx.err.write("raptor watch needs rich: pip install 'raptor[cli]'\n")
         return EXIT_ERROR
-    return watch(Follower(client, args.channel), args.host, args.app)
+    return watch(Follower(ctx.client, args.channel), args.host, args.app, stop=ctx.stop, out=ctx.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", parents=[common], help="print messages as JSON lines")
     tail.add_argument("--event", help="only events matching this glob, e.g. 'PROCESS_STATE_*'")
     tail.add_argument("--host", help="only hosts matching this glob")
-    tail.add_argument("--count", type=int, help="stop after this many messages")
+    tail.add_argument("--count", type=int, metavar="N", help="stop after printing N messages (default: never)")
     tail.add_argument(
         "--format", choices=("json", "line"), default="json", help="json: as published (default); line: for people"
     )
@@ -196,24 +200,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+def main(
+    argv: Optional[Sequence[str]] = None,
+    out: Optional[TextIO] = None,
+    err: Optional[TextIO] = None,
+    stop: Optional[threading.Event] = None,
+) -> int:
+    """Run one command; *out* and *err* default to sys.stdout and sys.stderr, and
+    setting *stop* ends ``tail`` and ``watch`` (for callers that run them in a thread)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     args = build_parser().parse_args(argv)
     try:
         url = validate_redis_url(args.redis_url or "", "--redis-url/REDIS_URL")
     except ConfigError as exc:
-        sys.stderr.write(f"raptor: {exc}\n")
+        err.write(f"raptor: {exc}\n")
         return EXIT_ERROR
-    client = make_client(url)
+    ctx = Context(make_client(url), out, err, stop)
     try:
-        code: int = args.func(args, client, out)
+        code: int = args.func(args, ctx)
     except redis.exceptions.AuthenticationError as exc:  # a ConnectionError: test it first
-        sys.stderr.write(f"raptor: Redis at {redact_url(url)} refused the credentials: {exc}\n")
+        err.write(f"raptor: Redis at {redact_url(url)} refused the credentials: {exc}\n")
         return EXIT_ERROR
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        sys.stderr.write(f"raptor: cannot reach Redis at {redact_url(url)}: {exc}\n")
+        err.write(f"raptor: cannot reach Redis at {redact_url(url)}: {exc}\n")
+        return EXIT_ERROR
+    except redis.exceptions.ResponseError as exc:  # e.g. NOPERM: an ACL without the command
+        err.write(f"raptor: Redis at {redact_url(url)} refused a command: {exc}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        ctx.client.close()
     return code
 
 

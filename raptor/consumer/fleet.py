@@ -13,34 +13,79 @@ publisher) are they guessed from shared process names and pids.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, TypedDict, cast
 
 import redis
 
 from .. import keys
 from ..keys import DEFAULT_SNAPSHOT_TTL
 from ..messages import identity
+from .seq import Seen, SeqTracker
 
 TICK_PERIOD = 60.0
 STALE_AFTER = 2 * TICK_PERIOD
 
-Proc = Dict[str, Any]
+
+class Proc(TypedDict, total=False):
+    """One process as the fleet view keeps it: the last ``PROCESS_STATE_*`` message of
+    it (:mod:`raptor.messages`, every field), or, until one arrives, the record made
+    from its snapshot entry by :func:`proc_from_snapshot` (identity, group, statename,
+    state, pid, description, start). Not total: the two differ, and messages from other
+    publishers may lack fields. Extra fields of a message are kept as they are."""
+
+    event: str
+    host: str
+    id: str
+    name: str
+    app_name: str
+    version: str
+    config_name: str
+    hash: str
+    proc_name: str
+    port: int
+    group: str
+    jsname: str
+    statename: str
+    state: Optional[int]
+    pid: int
+    exitstatus: int
+    description: str
+    spawnerr: str
+    now: Optional[str]
+    start_time: Optional[str]
+    stop_time: Optional[str]
+    start: int  # epoch, from a snapshot entry (messages carry start_time instead)
+    logfile: str
+    stdout_logfile: str
+    stderr_logfile: str
+    from_state: Optional[str]
+    seq: int
+    run_id: str
+    resync: bool
 
 
 @dataclass
 class Host:
     name: str
     procs: Dict[str, Proc] = field(default_factory=dict)
-    run_id: Optional[str] = None
-    seq: int = 0
+    tracker: SeqTracker = field(default_factory=SeqTracker)  # the listener's (run_id, seq)
     refreshed: Optional[float] = None  # epoch of the last full snapshot refresh
     supervisord_id: Optional[str] = None  # from host_meta; see raptor.identity
     loaded: bool = False  # read from Redis (not only seen in messages)
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.tracker.run_id
+
+    @property
+    def seq(self) -> int:
+        return self.tracker.seq
 
     def age(self, now: float) -> Optional[float]:
         return None if self.refreshed is None else max(0.0, now - self.refreshed)
@@ -58,8 +103,9 @@ def state_order(state: str) -> Tuple[bool, str]:
     return (state != "RUNNING", state)
 
 
-class Apply:
-    """What :meth:`Fleet.apply` did with a message."""
+class Apply(str, enum.Enum):
+    """What :meth:`Fleet.apply` did with a message. (A str too: the values compare
+    equal to the plain strings this was before.)"""
 
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # seq already seen (at-least-once delivery)
@@ -94,7 +140,7 @@ def _float(value: Optional[str]) -> Optional[float]:
 def proc_from_snapshot(host: str, raw: Dict[str, Any]) -> Proc:
     """A proc record (message-like) from a raw ``getAllProcessInfo()`` entry."""
     name = str(raw.get("name", ""))
-    proc = identity(host, name)
+    proc = cast(Proc, identity(host, name))
     proc.update(
         {
             "group": raw.get("group", name),
@@ -150,8 +196,8 @@ class Fleet:
                 proc = proc_from_snapshot(name, raw)
                 host.procs[_decode(field_name)] = proc
         meta = {_decode(k): _decode(v) for k, v in meta_raw.items()}
-        host.run_id = meta.get(keys.META_RUN_ID)
-        host.seq = int(meta[keys.META_SEQ]) if meta.get(keys.META_SEQ, "").isdigit() else 0
+        seq = int(meta[keys.META_SEQ]) if meta.get(keys.META_SEQ, "").isdigit() else 0
+        host.tracker = SeqTracker(meta.get(keys.META_RUN_ID), seq)
         host.refreshed = _float(meta.get(keys.META_REFRESHED))
         host.supervisord_id = meta.get(keys.META_SUPERVISORD_ID) or None
         if host.refreshed is None and ttl and ttl > 0:
@@ -161,7 +207,7 @@ class Fleet:
 
     # -- live updates -------------------------------------------------------------
 
-    def apply(self, message: Dict[str, Any]) -> str:
+    def apply(self, message: Dict[str, Any]) -> Apply:
         """Apply one message; say whether it was applied, a duplicate, or needs a resync."""
         host_name = message.get("host")
         name = message.get("name")
@@ -171,24 +217,16 @@ class Fleet:
         host = self.hosts.get(host_name)
         if host is None:
             host = self.hosts[host_name] = Host(host_name)
-        run_id, seq = message.get("run_id"), message.get("seq")
-        verdict = Apply.APPLIED
-        if isinstance(run_id, str) and isinstance(seq, int):
-            if run_id == host.run_id:
-                if seq <= host.seq:
-                    return Apply.DUPLICATE
-                if seq > host.seq + 1:
-                    verdict = Apply.RESYNC
-            elif host.run_id is not None or seq != 1:
-                verdict = Apply.RESYNC
-            host.run_id, host.seq = run_id, seq
+        verdict = host.tracker.observe(message.get("run_id"), message.get("seq"))
+        if verdict.seen is Seen.DUPLICATE:
+            return Apply.DUPLICATE
         if event == "PROCESS_GROUP_REMOVED":
             host.procs.pop(name, None)
         elif event.startswith("PROCESS_STATE_"):
-            host.procs[name] = message
+            host.procs[name] = cast(Proc, message)  # a state message is a full proc record
         else:
             return Apply.IGNORED
-        return verdict
+        return Apply.RESYNC if verdict.resync else Apply.APPLIED
 
     # -- questions ----------------------------------------------------------------
 
@@ -283,3 +321,13 @@ class Fleet:
 
 def _pairs(names: List[str]) -> List[Tuple[str, str]]:
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def describe_duplicate(duplicate: Duplicate) -> str:
+    a, b = duplicate.a, duplicate.b
+    if duplicate.basis == SAME_SUPERVISORD:
+        return (f"DUPLICATE: {a} and {b} are one supervisord publishing under two names "
+                f"(same supervisord_id {duplicate.detail})")  # fmt: skip
+    return (f"DUPLICATE: {a} and {b} report the same processes with the same pids ({duplicate.detail}): "
+            "one supervisord publishing under two names, guessed because one of them publishes no "
+            "supervisord_id (an older listener)")  # fmt: skip

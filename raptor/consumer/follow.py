@@ -1,26 +1,44 @@
-"""Following the channel: subscribe, load the snapshots, apply every message.
+"""Following the channel: the one consumer loop, and the fleet view kept current by it.
 
-Subscribing *before* loading means no message falls between the two; a message
-older than the snapshot is recognised by its seq and dropped. After a Redis
-restart the follower reconnects and reloads everything; after a gap or a
-listener restart it reloads that one host.
+:class:`Subscriber` is the loop every consumer runs (``raptor tail``, ``raptor watch``,
+a raw recorder): subscribe, wait until Redis confirms the subscription, tell the
+consumer it is connected (the moment to load snapshots: nothing published from then
+on can be missed), hand on every JSON message read whole, and after a failure
+reconnect with redis-py's backoff and start over. It never sleeps a fixed time and
+stops on a callable or an event.
+
+:class:`Follower` is the loop plus a :class:`~raptor.consumer.fleet.Fleet`: it loads
+every snapshot at each (re)connection, applies every message, and reloads one host
+after a gap or a listener restart (a message older than the snapshot is recognised by
+its seq and dropped).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
 import redis
-from redis.backoff import EqualJitterBackoff
+from redis.backoff import AbstractBackoff, EqualJitterBackoff
 
 from .fleet import Apply, Fleet
 
 log = logging.getLogger("raptor.follow")
 RELOAD_EVERY = 30.0  # seconds: picks up hosts that publish nothing, and refresh ages
 MESSAGE_DEADLINE = 30.0  # seconds a message that has begun to arrive may take to arrive whole
+SUBSCRIBE_DEADLINE = 10.0  # seconds Redis may take to confirm a subscription
+
+Message = Dict[str, Any]
+OnMessage = Callable[[Message, str], None]
+# Redis is down or unreachable: worth a reconnect. (Bad credentials are not: see run().)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _nothing(*args: Any) -> None:
+    pass
 
 
 def parse_message(data: Any) -> Optional[Dict[str, Any]]:
@@ -53,69 +71,227 @@ def make_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=3.0, socket_keepalive=True, health_check_interval=0)
 
 
-class Follower:
-    def __init__(self, client: redis.Redis, channel: str, fleet: Optional[Fleet] = None) -> None:
+def _text(data: Any) -> str:
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
+class Subscriber:
+    """The one consumer loop over a pub/sub channel; see the module's docstring.
+
+    Its state, readable from any thread: ``connected`` (subscribed, and the consumer's
+    ``on_connect`` done), ``connections`` (subscriptions made: more than one means it
+    reconnected, and messages published meanwhile were lost), ``received`` (JSON
+    objects handed on), ``non_json`` (other payloads, skipped), ``last_error``.
+    """
+
+    def __init__(self, client: redis.Redis, channel: str, *, backoff: Optional[AbstractBackoff] = None) -> None:
         self.client = client
         self.channel = channel
-        self.fleet = fleet or Fleet()
+        self.backoff = backoff or EqualJitterBackoff(cap=2.0, base=0.1)
         self.connected = False
-        self.messages = 0
-        self.resyncs = 0
+        self.connections = 0
+        self.received = 0
+        self.non_json = 0
         self.last_error: Optional[str] = None
-        self._backoff = EqualJitterBackoff(base=0.1, cap=2.0)
+        self._reported: Optional[bool] = None  # the state on_state last told
 
     def run(
         self,
-        on_change: Callable[[Dict[str, Any]], None] = lambda message: None,
-        on_idle: Callable[[], None] = lambda: None,
-        should_stop: Callable[[], bool] = lambda: False,
+        on_message: OnMessage,
+        *,
+        on_connect: Callable[[], None] = _nothing,
+        on_state: Callable[[bool], None] = _nothing,
+        on_idle: Callable[[], None] = _nothing,
+        should_stop: Optional[Callable[[], bool]] = None,
+        stop: Optional[threading.Event] = None,
         poll: float = 0.25,
     ) -> None:
+        """Follow the channel until *should_stop()* is true or *stop* is set.
+
+        - ``on_message(message, text)``: each JSON object published, in order, with the
+          text it was published as.
+        - ``on_connect()``: subscribed (again); called before any message of the new
+          subscription. Load snapshots here: nothing published from now on is missed.
+        - ``on_state(connected)``: the connection went up or down (each change once,
+          the first connection or the first failed attempt included).
+        - ``on_idle()``: nothing arrived within *poll* seconds, or a connection attempt
+          failed: a moment to redraw.
+
+        A Redis error raised by a hook (a failed load) counts as a lost connection.
+        Bad credentials are not an outage: AuthenticationError is raised to the caller.
+        """
+
+        def stopped() -> bool:
+            return (stop is not None and stop.is_set()) or (should_stop is not None and should_stop())
+
         failures = 0
-        while not should_stop():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        while not stopped():
+            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(self.channel)
-                self.fleet.load(self.client)
-                self.connected, self.last_error, failures = True, None, 0
-                on_idle()
-                self._pump(pubsub, on_change, on_idle, should_stop, poll)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-                self.connected = False
+                self._subscribe(pubsub)
+                self._up(on_connect, on_state)
+                failures = 0
+                self._pump(pubsub, stopped, poll, on_message=on_message, on_connect=on_connect, on_idle=on_idle)
+            except redis.exceptions.AuthenticationError:
+                raise
+            except REDIS_DOWN as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self.connected = False
+                self._report(False, on_state)
                 failures += 1
                 on_idle()
-                time.sleep(self._backoff.compute(failures))
+                self._wait(self.backoff.compute(failures), stop, stopped, poll)
             finally:
                 pubsub.close()
+        self.connected = False
+
+    def _subscribe(self, pubsub: Any) -> None:
+        """Subscribe and wait for Redis to confirm: only then is the subscription live."""
+        pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + SUBSCRIBE_DEADLINE
+        while time.monotonic() < deadline:
+            raw = next_message(pubsub, max(0.0, deadline - time.monotonic()))
+            if raw is not None and raw["type"] == "subscribe":
+                return
+        raise redis.exceptions.TimeoutError(f"Redis did not confirm the subscription to {self.channel!r}")
+
+    def _up(self, on_connect: Callable[[], None], on_state: Callable[[bool], None]) -> None:
+        self.connections += 1
+        on_connect()
+        self.last_error = None
+        self.connected = True
+        self._report(True, on_state)
+
+    def _report(self, connected: bool, on_state: Callable[[bool], None]) -> None:
+        if self._reported is not connected:
+            self._reported = connected
+            on_state(connected)
 
     def _pump(
         self,
         pubsub: Any,
-        on_change: Callable[[Dict[str, Any]], None],
-        on_idle: Callable[[], None],
-        should_stop: Callable[[], bool],
+        stopped: Callable[[], bool],
         poll: float,
+        *,
+        on_message: OnMessage,
+        on_connect: Callable[[], None],
+        on_idle: Callable[[], None],
     ) -> None:
-        next_reload = time.monotonic() + RELOAD_EVERY
-        while not should_stop():
+        while not stopped():
             raw = next_message(pubsub, poll)
-            if raw is not None:
-                self.handle(raw["data"], on_change)
-            else:
+            if raw is None:
                 on_idle()
+            elif raw["type"] == "message":
+                text = _text(raw["data"])
+                message = parse_message(text)
+                if message is None:
+                    self.non_json += 1
+                else:
+                    self.received += 1
+                    on_message(message, text)
+            elif raw["type"] == "subscribe":
+                # redis-py reconnected and re-subscribed on its own (a client with
+                # retries): what was published meanwhile is lost, so start over as
+                # after any reconnection.
+                self._up(on_connect, _nothing)
+
+    @staticmethod
+    def _wait(delay: float, stop: Optional[threading.Event], stopped: Callable[[], bool], poll: float) -> None:
+        """Wait *delay* seconds, or less if told to stop."""
+        if stop is not None:
+            stop.wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while not stopped() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, poll))
+
+
+class Follower:
+    """The fleet, kept current from the channel by a :class:`Subscriber`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: str,
+        fleet: Optional[Fleet] = None,
+        *,
+        backoff: Optional[AbstractBackoff] = None,
+    ) -> None:
+        self.fleet = fleet if fleet is not None else Fleet()
+        self.subscriber = Subscriber(client, channel, backoff=backoff)
+        self.messages = 0  # JSON messages read
+        self.resyncs = 0  # hosts reloaded after a gap or a listener restart
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.subscriber.client
+
+    @property
+    def channel(self) -> str:
+        return self.subscriber.channel
+
+    @property
+    def connected(self) -> bool:
+        return self.subscriber.connected
+
+    @property
+    def last_error(self) -> Optional[str]:
+        return self.subscriber.last_error
+
+    def run(
+        self,
+        on_change: Callable[[Dict[str, Any]], None] = _nothing,
+        on_idle: Callable[[], None] = _nothing,
+        should_stop: Optional[Callable[[], bool]] = None,
+        poll: float = 0.25,
+        *,
+        stop: Optional[threading.Event] = None,
+        on_state: Callable[[bool], None] = _nothing,
+    ) -> None:
+        """Follow until stopped; ``on_change(message)`` for each message that changed
+        the fleet. The other arguments are :meth:`Subscriber.run`'s."""
+        next_reload = 0.0
+
+        def load() -> None:
+            nonlocal next_reload
+            self.fleet.load(self.client)
+            next_reload = time.monotonic() + RELOAD_EVERY
+
+        def reload_when_due() -> None:
             if time.monotonic() >= next_reload:
-                self.fleet.load(self.client)
-                next_reload = time.monotonic() + RELOAD_EVERY
+                load()
+
+        def on_message(message: Message, text: str) -> None:
+            self.apply(message, on_change)
+            reload_when_due()
+
+        def idle() -> None:
+            reload_when_due()
+            on_idle()
+
+        self.subscriber.run(
+            on_message,
+            on_connect=load,
+            on_state=on_state,
+            on_idle=idle,
+            should_stop=should_stop,
+            stop=stop,
+            poll=poll,
+        )
 
     def handle(self, data: Any, on_change: Callable[[Dict[str, Any]], None]) -> None:
+        """Apply one raw payload from the channel (non-JSON is ignored)."""
         message = parse_message(data)
-        if message is None:
-            return
+        if message is not None:
+            self.apply(message, on_change)
+
+    def apply(self, message: Message, on_change: Callable[[Dict[str, Any]], None] = _nothing) -> Apply:
+        """Apply one message; reload its host if the fleet missed something of it."""
         self.messages += 1
         verdict = self.fleet.apply(message)
-        if verdict == Apply.RESYNC:
+        if verdict is Apply.RESYNC:
             self.resyncs += 1
             self.fleet.load(self.client, [message["host"]])
         if verdict in (Apply.APPLIED, Apply.RESYNC):
             on_change(message)
+        return verdict

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .fleet import Fleet, state_order
+from .fleet import Fleet, describe_duplicate, state_order
 from .follow import Follower
 
 HIGHLIGHT_FOR = 3.0  # seconds a changed row stays highlighted
@@ -27,7 +28,7 @@ STATE_STYLES = {
 }
 
 
-def _start_epoch(proc: Dict[str, Any]) -> Optional[float]:
+def _start_epoch(proc: Mapping[str, Any]) -> Optional[float]:
     if proc.get("start"):
         return float(proc["start"])
     start_time = proc.get("start_time")
@@ -39,7 +40,7 @@ def _start_epoch(proc: Dict[str, Any]) -> Optional[float]:
     return None
 
 
-def describe_live(proc: Dict[str, Any], now: float) -> str:
+def describe_live(proc: Mapping[str, Any], now: float) -> str:
     """The description, with a RUNNING process' uptime counted up to *now*."""
     start = _start_epoch(proc)
     if proc.get("statename") == "RUNNING" and start:
@@ -68,8 +69,8 @@ def render(
         summary.append(f"{state} {counts[state]}  ", style=STATE_STYLES.get(state, ""))
     summary.append(f"  [{status}]", style="dim" if status == "live" else "bold red")
     lines: list[Any] = [summary]
-    for a, b in fleet.duplicates():
-        lines.append(Text(f"DUPLICATE hosts {a} and {b}: same processes, same pids", style="bold red"))
+    for duplicate in fleet.find_duplicates():
+        lines.append(Text(describe_duplicate(duplicate), style="bold red"))
     stale = [h.name for h in hosts if h.stale(now)]
     if stale:
         lines.append(Text(f"stale (no refresh for 2 ticks): {', '.join(stale)}", style="yellow"))
@@ -93,8 +94,15 @@ def render(
     return Group(*lines)
 
 
-def watch(follower: Follower, host_glob: Optional[str], app: Optional[str]) -> int:
-    console = Console()
+def watch(
+    follower: Follower,
+    host_glob: Optional[str],
+    app: Optional[str],
+    stop: Optional[threading.Event] = None,
+    out: Optional[TextIO] = None,
+) -> int:
+    """Draw the fleet until interrupted or *stop* is set; on *out* (default: stdout)."""
+    console = Console(file=out)
     changed: Dict[str, float] = {}
     last_draw = 0.0
 
@@ -117,5 +125,10 @@ def watch(follower: Follower, host_glob: Optional[str], app: Optional[str]) -> i
             changed[f"{message.get('host')}-{message.get('name')}"] = time.time()
             draw()
 
-        follower.run(on_change=on_change, on_idle=lambda: draw(force=True))
+        follower.run(
+            on_change=on_change,
+            on_idle=lambda: draw(force=True),
+            on_state=lambda connected: draw(force=True),
+            stop=stop,
+        )
     return 0

@@ -15,15 +15,17 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import redis
 
-from .support import (
+from harness import (
     BIN,
     Collector,
+    ListenerSpec,
     RedisServer,
     Supervisord,
     latest_message_differences,
     snapshot_differences,
     wait_for,
 )
+
 from .test_sink_faults import ACL_PASSWORD, MINIMAL_ACL, acl_user, republished
 
 pytestmark = pytest.mark.integration
@@ -77,43 +79,38 @@ class Scenario:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     directory = tmp_path_factory.mktemp("acl")
-    redis_server = RedisServer(directory / "redis").start()
-    admin = redis_server.client()
-    for case in CASES:
-        # db 1 needs +select, which the minimal ACL (for db 0) lacks: the select case has all the rest.
-        acl_user(admin, user_of(case), without=[case])
-    # Each listener connects as the user named by its HOSTNAME; the select case uses db 1.
-    wrapper = directory / "listener.sh"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        'db=0; case "$HOSTNAME" in *select*) db=1 ;; esac\n'
-        f'REDIS_URL="redis://$HOSTNAME:{ACL_PASSWORD}@127.0.0.1:{redis_server.port}/$db"; export REDIS_URL\n'
-        f"exec {BIN / 'proc_publisher'}\n",
-        encoding="utf-8",
-    )
-    wrapper.chmod(0o755)
-    listeners = {user_of(case): user_of(case) for case in CASES}
-    sup = Supervisord(directory / "sup", PROGRAMS, redis_server.url, listeners=listeners, listener_command=str(wrapper))
-    collector = Collector(redis_server.port).start()
-    try:
-        sup.start()
-        wait_for(sup.programs_running, 60, "programs to run")
-        pids = {name: int(sup.listener_info(name)["pid"]) for name in listeners}
-        full = user_of("full")
-        wait_for(lambda: not snapshot_differences(admin, full, sup), 10, "the full ACL user's snapshot")
-        restart = sup.ctl("restart", *PROGRAMS)
-        assert restart.returncode == 0, restart.stderr
-        assert sup.ctl("stop", REMOVED).returncode == 0
-        assert "removed process group" in sup.ctl("remove", REMOVED).stdout
-        sup.programs = PROGRAMS[:-1]
-        # An observation window, not a wait for a condition: a looping listener
-        # publishes and logs again and again in it; each case then counts.
-        time.sleep(WATCH)
-        yield Scenario(sup, collector, admin, pids, collector.snapshot())
-    finally:
-        collector.stop()
-        sup.stop()
-        redis_server.stop()
+    with RedisServer(directory / "redis") as redis_server:
+        admin = redis_server.client()
+        for case in CASES:
+            # db 1 needs +select, which the minimal ACL (for db 0) lacks: the select case has all the rest.
+            acl_user(admin, user_of(case), without=[case])
+        # Each listener connects as the user named by its HOSTNAME; the select case uses db 1.
+        wrapper = directory / "listener.sh"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            'db=0; case "$HOSTNAME" in *select*) db=1 ;; esac\n'
+            f'REDIS_URL="redis://$HOSTNAME:{ACL_PASSWORD}@127.0.0.1:{redis_server.port}/$db"; export REDIS_URL\n'
+            f"exec {BIN / 'proc_publisher'}\n",
+            encoding="utf-8",
+        )
+        wrapper.chmod(0o755)
+        listeners = {user_of(case): user_of(case) for case in CASES}
+        listener = ListenerSpec(command=str(wrapper), hosts=listeners)
+        sup = Supervisord(directory / "sup", PROGRAMS, redis_server.url, listener=listener)
+        with Collector(redis_server.port) as collector, sup:
+            wait_for(sup.programs_running, 60, "programs to run")
+            pids = {name: int(sup.listener_info(name)["pid"]) for name in listeners}
+            full = user_of("full")
+            wait_for(lambda: not snapshot_differences(admin, full, sup), 10, "the full ACL user's snapshot")
+            restart = sup.ctl("restart", *PROGRAMS)
+            assert restart.returncode == 0, restart.stderr
+            assert sup.ctl("stop", REMOVED).returncode == 0
+            assert "removed process group" in sup.ctl("remove", REMOVED).stdout
+            sup.programs = PROGRAMS[:-1]
+            # An observation window, not a wait for a condition: a looping listener
+            # publishes and logs again and again in it; each case then counts.
+            time.sleep(WATCH)
+            yield Scenario(sup, collector, admin, pids, collector.snapshot())
 
 
 def of_host(collector: Collector, host: str) -> List[Dict[str, Any]]:

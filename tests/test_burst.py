@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
-from .support import (
+from harness import (
     Collector,
     RedisServer,
     Supervisord,
+    Supervisords,
     latest_message_differences,
     snapshot_differences,
     velociraptor_names,
@@ -42,17 +42,15 @@ def assert_seq_contiguous(messages: List[Dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, redis_server: RedisServer):
-    sup = Supervisord(tmp_path / "sup", velociraptor_names(PROGRAMS), redis_server.url)
-    yield sup
-    sup.stop()
+def fleet(redis_server: RedisServer, collector: Collector, start_supervisord: Supervisords) -> Supervisord:
+    """Started once the collector listens: it must see every transition."""
+    return start_supervisord(velociraptor_names(PROGRAMS), redis_server.url)
 
 
 def test_start_and_restart_of_200_programs_publish_every_transition_in_order(
     fleet: Supervisord, redis_server: RedisServer, collector: Collector
 ) -> None:
     names = fleet.programs
-    fleet.start()
     start_chain = ["STOPPED>STARTING", "STARTING>RUNNING"]
     wait_for(
         lambda: all(transitions(collector.snapshot(), names).get(n) == start_chain for n in names),

@@ -12,12 +12,23 @@ from typing import Any, Dict, List
 import pytest
 from rich.console import Console
 
+from harness import (
+    BIN,
+    ListenerSpec,
+    RedisServer,
+    Supervisord,
+    Supervisords,
+    TcpProxy,
+    snapshot_differences,
+    velociraptor_names,
+    wait_for,
+)
 from raptor.consumer.cli import format_line
 from raptor.consumer.fleet import Apply, Fleet
 from raptor.consumer.follow import Follower, make_client, next_message
 from raptor.consumer.watch import describe_live, render
-
-from .support import BIN, RedisServer, Supervisord, TcpProxy, snapshot_differences, velociraptor_names, wait_for
+from raptor.keys import DEFAULT_CHANNEL as CHANNEL
+from raptor.keys import meta_key, snapshot_key
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +38,18 @@ def raptor(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def two_names(tmp_path: Path, redis_server: RedisServer):
+def two_names(redis_server: RedisServer, start_supervisord: Supervisords) -> Supervisord:
     """One supervisord publishing under two names: the hostname-mismatch bug."""
-    sup = Supervisord(
-        tmp_path / "sup",
+    sup = start_supervisord(
         velociraptor_names(6),
         redis_server.url,
-        listeners={"proc_publisher": "web1", "old_publisher": "web1.example.com"},
+        listener=ListenerSpec(hosts={"proc_publisher": "web1", "old_publisher": "web1.example.com"}),
     )
-    sup.start()
     wait_for(sup.programs_running, 30, "programs to run")
     client = redis_server.client()
     for host in ("web1", "web1.example.com"):
         wait_for(lambda h=host: not snapshot_differences(client, h, sup), 5, f"snapshot of {host}")
-    yield sup
-    sup.stop()
+    return sup
 
 
 def test_status_reports_the_duplicate_pair_and_exits_1(two_names: Supervisord, redis_server: RedisServer) -> None:
@@ -64,65 +72,59 @@ def test_status_reports_the_duplicate_pair_and_exits_1(two_names: Supervisord, r
     assert [d["basis"] for d in report["duplicate_basis"]] == ["supervisord_id"]
 
 
-def test_status_of_a_healthy_fleet(tmp_path: Path, redis_server: RedisServer) -> None:
-    sup = Supervisord(tmp_path / "sup", [*velociraptor_names(4), "other"], redis_server.url, hostname="web2")
-    try:
-        sup.start()
-        wait_for(sup.programs_running, 30, "programs to run")
-        client = redis_server.client()
-        wait_for(lambda: not snapshot_differences(client, "web2", sup), 5, "snapshot")
-        # A host whose publisher went away long ago.
-        client.hset("host_procs:gone", "x", json.dumps({"name": "x", "statename": "RUNNING", "pid": 1}))
-        client.hset("host_meta:gone", mapping={"refreshed": time.time() - 500, "run_id": "r", "seq": 3})
-        result = raptor("status", "--redis-url", redis_server.url)
-        assert result.returncode == 0, result.stdout + result.stderr
-        lines = result.stdout.splitlines()
-        assert lines[0].split()[:3] == ["HOST", "PROCS", "RUNNING"]
-        assert lines[1].split()[:3] == ["gone", "1", "1"]
-        assert lines[1].split()[-1] == "STALE"
-        assert lines[2].split()[:3] == ["web2", "6", "6"]
-        assert lines[2].split()[-1] == "ok"
-        detail = raptor("status", "--redis-url", redis_server.url, "--app", "node_example")
-        summary, procs = detail.stdout.split("\n\n", 1)
-        assert summary.splitlines()[1].split()[:2] == ["web2", "4"]
-        rows = [line.split() for line in procs.splitlines()[1:]]
-        assert {row[1] for row in rows} == set(sup.programs[:4])
-        assert {row[2] for row in rows} == {"RUNNING"}
-        as_json = json.loads(raptor("status", "--json", "--redis-url", redis_server.url, "--host", "web*").stdout)
-        assert [h["host"] for h in as_json["hosts"]] == ["web2"]
-    finally:
-        sup.stop()
+def test_status_of_a_healthy_fleet(redis_server: RedisServer, start_supervisord: Supervisords) -> None:
+    sup = start_supervisord([*velociraptor_names(4), "other"], redis_server.url, hostname="web2")
+    wait_for(sup.programs_running, 30, "programs to run")
+    client = redis_server.client()
+    wait_for(lambda: not snapshot_differences(client, "web2", sup), 5, "snapshot")
+    # A host whose publisher went away long ago.
+    client.hset(snapshot_key("gone"), "x", json.dumps({"name": "x", "statename": "RUNNING", "pid": 1}))
+    client.hset(meta_key("gone"), mapping={"refreshed": time.time() - 500, "run_id": "r", "seq": 3})
+    result = raptor("status", "--redis-url", redis_server.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["HOST", "PROCS", "RUNNING"]
+    assert lines[1].split()[:3] == ["gone", "1", "1"]
+    assert lines[1].split()[-1] == "STALE"
+    assert lines[2].split()[:3] == ["web2", "6", "6"]
+    assert lines[2].split()[-1] == "ok"
+    detail = raptor("status", "--redis-url", redis_server.url, "--app", "node_example")
+    summary, procs = detail.stdout.split("\n\n", 1)
+    assert summary.splitlines()[1].split()[:2] == ["web2", "4"]
+    rows = [line.split() for line in procs.splitlines()[1:]]
+    assert {row[1] for row in rows} == set(sup.programs[:4])
+    assert {row[2] for row in rows} == {"RUNNING"}
+    as_json = json.loads(raptor("status", "--json", "--redis-url", redis_server.url, "--host", "web*").stdout)
+    assert [h["host"] for h in as_json["hosts"]] == ["web2"]
 
 
-def test_tail_prints_json_lines_and_ignores_non_json(tmp_path: Path, redis_server: RedisServer) -> None:
-    sup = Supervisord(tmp_path / "sup", velociraptor_names(2), redis_server.url, hostname="web3")
-    try:
-        sup.start()
-        wait_for(sup.programs_running, 30, "programs to run")
-        tail = subprocess.Popen(
-            [
-                str(BIN / "raptor"),
-                "tail",
-                "--redis-url",
-                redis_server.url,
-                "--event",
-                "PROCESS_STATE_*",
-                "--count",
-                "4",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        client = redis_server.client()
-        wait_for(lambda: client.pubsub_numsub("proc_events")[0][1] > 0, 10, "tail to subscribe")
-        client.publish("proc_events", "flush")
-        assert sup.ctl("restart", sup.programs[0]).returncode == 0
-        out, _ = tail.communicate(timeout=20)
-        events = [json.loads(line) for line in out.splitlines()]
-        assert [e["statename"] for e in events] == ["STOPPING", "STOPPED", "STARTING", "RUNNING"]
-        assert {e["host"] for e in events} == {"web3"}
-    finally:
-        sup.stop()
+def test_tail_prints_json_lines_and_ignores_non_json(
+    redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
+    sup = start_supervisord(velociraptor_names(2), redis_server.url, hostname="web3")
+    wait_for(sup.programs_running, 30, "programs to run")
+    tail = subprocess.Popen(
+        [
+            str(BIN / "raptor"),
+            "tail",
+            "--redis-url",
+            redis_server.url,
+            "--event",
+            "PROCESS_STATE_*",
+            "--count",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    client = redis_server.client()
+    wait_for(lambda: client.pubsub_numsub(CHANNEL)[0][1] > 0, 10, "tail to subscribe")
+    client.publish(CHANNEL, "flush")
+    assert sup.ctl("restart", sup.programs[0]).returncode == 0
+    out, _ = tail.communicate(timeout=20)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["statename"] for e in events] == ["STOPPING", "STOPPED", "STARTING", "RUNNING"]
+    assert {e["host"] for e in events} == {"web3"}
 
 
 def test_tail_says_on_stderr_how_many_messages_of_a_run_it_missed(redis_server: RedisServer) -> None:
@@ -133,12 +135,12 @@ def test_tail_says_on_stderr_how_many_messages_of_a_run_it_missed(redis_server: 
         text=True,
     )
     client = redis_server.client()
-    wait_for(lambda: client.pubsub_numsub("proc_events")[0][1] > 0, 10, "tail to subscribe")
+    wait_for(lambda: client.pubsub_numsub(CHANNEL)[0][1] > 0, 10, "tail to subscribe")
     # seq 3-4 lost, 5 re-sent (not a gap), then a new listener run (nothing known of it)
     sent = [("run-a", 1), ("run-a", 2), ("run-a", 5), ("run-a", 5), ("run-b", 7)]
     for run_id, seq in sent:
         message = {"event": "PROCESS_STATE_RUNNING", "host": "web1", "name": "p", "run_id": run_id, "seq": seq}
-        client.publish("proc_events", json.dumps(message))
+        client.publish(CHANNEL, json.dumps(message))
     out, err = tail.communicate(timeout=20)
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 5, 5, 7]
     assert err.splitlines() == ["raptor tail: 2 messages from web1 missed before seq 5"]
@@ -148,13 +150,12 @@ def test_a_message_arriving_in_parts_is_read_whole_and_nothing_is_dropped(redis_
     """A busy Redis writes a big MULTI/EXEC's messages in pieces. redis-py 8's
     get_message(timeout) gives up mid-message and reconnects, dropping the batch;
     next_message() must wait for the whole message instead."""
-    proxy = TcpProxy(redis_server.port).start()
-    try:
+    with TcpProxy(redis_server.port) as proxy:
         subscriber = make_client(f"redis://127.0.0.1:{proxy.port}/0")
         pubsub = subscriber.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.subscribe("proc_events")
+        pubsub.subscribe(CHANNEL)
         publisher = redis_server.client()
-        wait_for(lambda: publisher.pubsub_numsub("proc_events")[0][1] == 1, 5, "the subscriber to subscribe")
+        wait_for(lambda: publisher.pubsub_numsub(CHANNEL)[0][1] == 1, 5, "the subscriber to subscribe")
         received: List[int] = []
 
         def drain(until: int) -> None:
@@ -164,30 +165,28 @@ def test_a_message_arriving_in_parts_is_read_whole_and_nothing_is_dropped(redis_
                 if raw is not None:
                     received.append(json.loads(raw["data"])["seq"])
 
-        publisher.publish("proc_events", json.dumps({"seq": 1}))
+        publisher.publish(CHANNEL, json.dumps({"seq": 1}))
         drain(1)
         proxy.stall_next_reply(0.6)  # six times the wait given to next_message
         batch = publisher.pipeline(transaction=True)
         for seq in range(2, 101):
-            batch.publish("proc_events", json.dumps({"seq": seq, "padding": "x" * 200}))
+            batch.publish(CHANNEL, json.dumps({"seq": seq, "padding": "x" * 200}))
         batch.execute()
         drain(100)
-        publisher.publish("proc_events", json.dumps({"seq": 101}))
+        publisher.publish(CHANNEL, json.dumps({"seq": 101}))
         drain(101)
         assert received == list(range(1, 102))
         pubsub.close()
-    finally:
-        proxy.stop()
 
 
-def test_follower_survives_a_redis_restart_and_resyncs(tmp_path: Path) -> None:
-    redis_server = RedisServer(tmp_path / "redis").start()
-    sup = Supervisord(tmp_path / "sup", velociraptor_names(5), redis_server.url, hostname="web4")
-    follower = Follower(make_client(redis_server.url), "proc_events")
+def test_follower_survives_a_redis_restart_and_resyncs(
+    redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
+    sup = start_supervisord(velociraptor_names(5), redis_server.url, hostname="web4")
+    follower = Follower(make_client(redis_server.url), CHANNEL)
     stop = threading.Event()
     thread = threading.Thread(target=follower.run, kwargs={"should_stop": stop.is_set, "poll": 0.05}, daemon=True)
     try:
-        sup.start()
         wait_for(sup.programs_running, 30, "programs to run")
         thread.start()
 
@@ -209,8 +208,6 @@ def test_follower_survives_a_redis_restart_and_resyncs(tmp_path: Path) -> None:
     finally:
         stop.set()
         thread.join(5)
-        sup.stop()
-        redis_server.stop()
 
 
 def message(seq: int, run_id: str = "r1", name: str = "a", state: str = "RUNNING") -> Dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import BIN, free_port
+from harness import BIN, free_port
 
 ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.integration

@@ -16,10 +16,20 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from harness import (
+    BIN,
+    ListenerSpec,
+    RedisServer,
+    Supervisord,
+    Supervisords,
+    snapshot_differences,
+    stored_snapshot,
+    velociraptor_names,
+    wait_for,
+)
 from raptor.consumer.fleet import SAME_PIDS, SAME_SUPERVISORD, Duplicate, Fleet, Host
+from raptor.keys import META_SUPERVISORD_ID, meta_key, snapshot_key
 from raptor.publisher import identity
-
-from .support import BIN, RedisServer, Supervisord, snapshot_differences, stored_snapshot, velociraptor_names, wait_for
 
 PROGRAMS = velociraptor_names(20)
 
@@ -158,8 +168,8 @@ def write_host(client: Any, name: str, pids: Dict[str, int], supervisord_id: Opt
     meta = {"run_id": f"run-{name}", "seq": 1, "refreshed": time.time()}
     if supervisord_id:
         meta["supervisord_id"] = supervisord_id
-    client.hset(f"host_procs:{name}", mapping=snapshot(pids))
-    client.hset(f"host_meta:{name}", mapping=meta)
+    client.hset(snapshot_key(name), mapping=snapshot(pids))
+    client.hset(meta_key(name), mapping=meta)
 
 
 @pytest.mark.integration
@@ -199,17 +209,8 @@ def test_status_of_1000_containers_exits_0_and_names_a_renamed_one(redis_server:
 class NamespacedSupervisord(Supervisord):
     """supervisord as pid 1 of a pid namespace of its own: a container, as far as pids go."""
 
-    def start(self) -> NamespacedSupervisord:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
-        command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
-        self.process = subprocess.Popen(
-            [*command, str(BIN / "supervisord"), "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        wait_for(lambda: self.rpc().supervisor.getState()["statename"] == "RUNNING", 20, "supervisord to run")
-        return self
+    def command(self) -> List[str]:
+        return ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *super().command()]
 
     def stop(self) -> None:
         if self.process is None:
@@ -224,7 +225,7 @@ class NamespacedSupervisord(Supervisord):
 
 
 def published_identity(client: Any, host: str) -> str:
-    value = client.hget(f"host_meta:{host}", "supervisord_id")
+    value = client.hget(meta_key(host), META_SUPERVISORD_ID)
     assert value, f"host_meta:{host} has no supervisord_id: the listener must publish it (Linux always has /proc)"
     return str(value.decode())
 
@@ -237,56 +238,54 @@ needs_namespaces = pytest.mark.skipif(
 @pytest.mark.integration
 @needs_namespaces
 def test_two_containers_with_the_same_programs_and_pids_are_not_duplicates(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords
 ) -> None:
     client = redis_server.client()
     containers = [
-        NamespacedSupervisord(tmp_path / name, velociraptor_names(6), redis_server.url, hostname=name)
+        start_supervisord(
+            velociraptor_names(6),
+            redis_server.url,
+            hostname=name,
+            directory=tmp_path / name,
+            kind=NamespacedSupervisord,
+        )
         for name in ("c1.containers.test", "c2.containers.test")
     ]
-    try:
-        for sup in containers:
-            sup.start()
-        for sup in containers:
-            wait_for(sup.programs_running, 30, f"programs of {sup.hostname} to run")
-            wait_for(lambda s=sup: not snapshot_differences(client, s.hostname, s), 10, f"snapshot of {sup.hostname}")
-        ids = [published_identity(client, sup.hostname) for sup in containers]
-        pids = [
-            {n: p["pid"] for n, p in stored_snapshot(client, sup.hostname).items() if n != "proc_publisher"}
-            for sup in containers
-        ]
-        assert pids[0] == pids[1], "not a container fleet: the programs' pids differ"
-        assert ids[0] != ids[1]
-        result = raptor("status", "--json", "--redis-url", redis_server.url)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-        report = json.loads(result.stdout)
-        assert report["duplicates"] == []
-        assert sorted(h["supervisord_id"] for h in report["hosts"]) == sorted(ids)
-    finally:
-        for sup in containers:
-            sup.stop()
+    for sup in containers:
+        wait_for(sup.programs_running, 30, f"programs of {sup.hostname} to run")
+        wait_for(lambda s=sup: not snapshot_differences(client, s.hostname, s), 10, f"snapshot of {sup.hostname}")
+    ids = [published_identity(client, sup.hostname) for sup in containers]
+    pids = [
+        {n: p["pid"] for n, p in stored_snapshot(client, sup.hostname).items() if n != "proc_publisher"}
+        for sup in containers
+    ]
+    assert pids[0] == pids[1], "not a container fleet: the programs' pids differ"
+    assert ids[0] != ids[1]
+    result = raptor("status", "--json", "--redis-url", redis_server.url)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    report = json.loads(result.stdout)
+    assert report["duplicates"] == []
+    assert sorted(h["supervisord_id"] for h in report["hosts"]) == sorted(ids)
 
 
 @pytest.mark.integration
-def test_a_renamed_host_is_a_duplicate_while_its_old_snapshot_lives(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_a_renamed_host_is_a_duplicate_while_its_old_snapshot_lives(
+    redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
     client = redis_server.client()
-    sup = Supervisord(tmp_path / "sup", velociraptor_names(4), redis_server.url, hostname="web1")
-    try:
-        sup.start()
-        wait_for(sup.programs_running, 30, "programs to run")
-        wait_for(lambda: not snapshot_differences(client, "web1", sup), 10, "snapshot of web1")
-        old_id = published_identity(client, "web1")
-        sup.listeners = {"proc_publisher": "web1.example.com"}  # the role's hostname changed
-        sup.write_config()
-        assert sup.ctl("reread").returncode == 0
-        assert sup.ctl("update", "proc_publisher").returncode == 0
-        wait_for(lambda: not snapshot_differences(client, "web1.example.com", sup), 10, "snapshot of the new name")
-        assert published_identity(client, "web1.example.com") == old_id
-        result = raptor("status", "--json", "--redis-url", redis_server.url)
-        assert result.returncode == 1, result.stdout[-2000:] + result.stderr
-        report = json.loads(result.stdout)
-        assert report["duplicate_basis"] == [
-            {"hosts": ["web1", "web1.example.com"], "basis": "supervisord_id", "detail": old_id}
-        ]
-    finally:
-        sup.stop()
+    sup = start_supervisord(velociraptor_names(4), redis_server.url, hostname="web1")
+    wait_for(sup.programs_running, 30, "programs to run")
+    wait_for(lambda: not snapshot_differences(client, "web1", sup), 10, "snapshot of web1")
+    old_id = published_identity(client, "web1")
+    sup.listener = ListenerSpec(hosts={"proc_publisher": "web1.example.com"})  # the role's hostname changed
+    sup.write_config()
+    assert sup.ctl("reread").returncode == 0
+    assert sup.ctl("update", "proc_publisher").returncode == 0
+    wait_for(lambda: not snapshot_differences(client, "web1.example.com", sup), 10, "snapshot of the new name")
+    assert published_identity(client, "web1.example.com") == old_id
+    result = raptor("status", "--json", "--redis-url", redis_server.url)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr
+    report = json.loads(result.stdout)
+    assert report["duplicate_basis"] == [
+        {"hosts": ["web1", "web1.example.com"], "basis": "supervisord_id", "detail": old_id}
+    ]

@@ -32,9 +32,8 @@ from hypothesis import strategies as st
 from supervisor.datatypes import process_or_group_name
 from supervisor.options import UnhosedConfigParser
 
+from harness import Collector, RedisServer, Supervisords, wait_for
 from raptor.names import ProcName, parse_proc_name
-
-from .support import Collector, RedisServer, Supervisord, wait_for
 
 VR_COMMON = "vr.common==6.1.1"
 CACHE = Path(__file__).resolve().parents[1] / "build" / "vr-common-venv"
@@ -258,22 +257,16 @@ ODD_NAMES = [
 
 @pytest.mark.integration
 def test_supervisord_names_are_published_as_vr_common_parses_them(
-    vr_common: VrCommon, tmp_path: Path, redis_server: RedisServer, collector: Collector
+    vr_common: VrCommon, redis_server: RedisServer, collector: Collector, start_supervisord: Supervisords
 ) -> None:
     """The dashboard's two sources agree: vr.common on getAllProcessInfo() and raptor's messages."""
     assert all(map(supervisord_accepts, ODD_NAMES))
-    sup = Supervisord(tmp_path / "sup", ODD_NAMES, redis_server.url, hostname="odd")
-    try:
-        sup.start()
-        wait_for(sup.programs_running, 30, "the oddly named programs to run")
-        names = sorted(sup.truth())  # as the hosts API sees them (the listener too)
-        assert set(names) >= set(ODD_NAMES)
-        expected = dict(zip(names, vr_common.parse(names)))
-        wait_for(
-            lambda: {m.get("name") for m in collector.snapshot()} >= set(ODD_NAMES), 30, "a message for every name"
-        )
-    finally:
-        sup.stop()
+    sup = start_supervisord(ODD_NAMES, redis_server.url, hostname="odd")
+    wait_for(sup.programs_running, 30, "the oddly named programs to run")
+    names = sorted(sup.truth())  # as the hosts API sees them (the listener too)
+    assert set(names) >= set(ODD_NAMES)
+    expected = dict(zip(names, vr_common.parse(names)))
+    wait_for(lambda: {m.get("name") for m in collector.snapshot()} >= set(ODD_NAMES), 30, "a message for every name")
     for message in collector.snapshot():
         if message.get("name") in expected:
             assert {k: message[k] for k in ProcName._fields} == expected[message["name"]], message["name"]

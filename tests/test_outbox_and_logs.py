@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 from urllib.parse import quote, quote_plus
 
@@ -20,21 +19,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raptor.logs import RedactingFilter, Throttle, configure_logging, log_uncaught_exceptions, secret_forms
-from raptor.publisher.events import GroupChange, ProcessStateChange
-from raptor.publisher.listener import LOSS_QUIET, Listener, buffer_size_for
-from raptor.publisher.outbox import Outbox
-from raptor.publisher.protocol import Envelope
-
-from .support import (
+from harness import (
+    ListenerSpec,
     LogRecords,
+    ProgramSpec,
     RedisServer,
-    Supervisord,
+    Supervisords,
     captured_log,
     snapshot_differences,
     velociraptor_names,
     wait_for,
 )
+from raptor.keys import META_DISCARDED, meta_key
+from raptor.logs import RedactingFilter, Throttle, configure_logging, log_uncaught_exceptions, secret_forms
+from raptor.publisher.events import GroupChange, ProcessStateChange
+from raptor.publisher.listener import LOSS_QUIET, Listener, buffer_size_for
+from raptor.publisher.outbox import Outbox
+from raptor.publisher.protocol import Envelope
 
 
 def change(name: str, to_state: str, at: float = 0.0) -> ProcessStateChange:
@@ -313,53 +314,54 @@ def test_suggested_buffer_size_would_have_held_the_burst(buffer_size: int, arriv
 
 @pytest.mark.integration
 def test_real_overflow_is_reported_with_a_buffer_size_that_would_have_held_it(
-    tmp_path: Path, redis_server: RedisServer
+    redis_server: RedisServer, start_supervisord: Supervisords
 ) -> None:
-    sup = Supervisord(tmp_path / "sup", velociraptor_names(40), redis_server.url, buffer_size=10, group="fleet")
-    try:
-        sup.start()
-        wait_for(sup.programs_running, 60, "programs to run")
-        # Starting 40 programs already overflows a buffer of 10; a fresh listener (same
-        # pool, so poolserials go on) gives the restart below a log of its own.
-        restart = sup.ctl("restart", "proc_publisher")
-        assert restart.returncode == 0, restart.stdout + restart.stderr
-        client = redis_server.client()
-        wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 5, "snapshot after listener restart")
-        offset = len(sup.listener_log())
-        discarded_before = sup.discarded_events()
+    sup = start_supervisord(
+        velociraptor_names(40),
+        redis_server.url,
+        listener=ListenerSpec(buffer_size=10),
+        program=ProgramSpec(group="fleet"),
+    )
+    wait_for(sup.programs_running, 60, "programs to run")
+    # Starting 40 programs already overflows a buffer of 10; a fresh listener (same
+    # pool, so poolserials go on) gives the restart below a log of its own.
+    restart = sup.ctl("restart", "proc_publisher")
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    client = redis_server.client()
+    wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 5, "snapshot after listener restart")
+    offset = len(sup.listener_log())
+    discarded_before = sup.discarded_events()
 
-        burst = sup.ctl("restart", "fleet:*")
-        assert burst.returncode == 0, burst.stdout + burst.stderr
-        discarded = sup.discarded_events() - discarded_before
-        assert discarded > 0, "the restart did not overflow the buffer: nothing to report"
-        needed = sup.buffer_size + discarded  # no backlog exceeded what was held + what was lost
+    burst = sup.ctl("restart", "fleet:*")
+    assert burst.returncode == 0, burst.stdout + burst.stderr
+    discarded = sup.discarded_events() - discarded_before
+    assert discarded > 0, "the restart did not overflow the buffer: nothing to report"
+    needed = sup.listener.buffer_size + discarded  # no backlog exceeded what was held + what was lost
 
-        def own_log() -> str:
-            return sup.listener_log()[offset:]
+    def own_log() -> str:
+        return sup.listener_log()[offset:]
 
-        gap_lines = wait_for(
-            lambda: [line for line in own_log().splitlines() if "before this listener saw them" in line],
-            10,
-            "the listener to report the loss",
-        )
-        assert len(gap_lines) == 1, gap_lines
-        advised = int(re.search(r"set buffer_size to at least (\d+) \(", gap_lines[0]).group(1))  # type: ignore[union-attr]
-        assert advised >= needed, gap_lines[0]
+    gap_lines = wait_for(
+        lambda: [line for line in own_log().splitlines() if "before this listener saw them" in line],
+        10,
+        "the listener to report the loss",
+    )
+    assert len(gap_lines) == 1, gap_lines
+    advised = int(re.search(r"set buffer_size to at least (\d+) \(", gap_lines[0]).group(1))  # type: ignore[union-attr]
+    assert advised >= needed, gap_lines[0]
 
-        # The first event that comes LOSS_QUIET s after the last loss sums the burst up:
-        # ordinary restarts of one program provide it.
-        def summary() -> List[str]:
-            lines = [line for line in own_log().splitlines() if "events in all" in line]
-            if not lines:
-                sup.ctl("restart", f"fleet:{sup.programs[0]}")
-            return lines
+    # The first event that comes LOSS_QUIET s after the last loss sums the burst up:
+    # ordinary restarts of one program provide it.
+    def summary() -> List[str]:
+        lines = [line for line in own_log().splitlines() if "events in all" in line]
+        if not lines:
+            sup.ctl("restart", f"fleet:{sup.programs[0]}")
+        return lines
 
-        summaries = wait_for(summary, 30, "the summary of the loss")
-        assert len(summaries) == 1, summaries
-        assert f"discarded {discarded} events in all" in summaries[0]
-        held = int(re.search(r"buffer_size of at least (\d+) would", summaries[0]).group(1))  # type: ignore[union-attr]
-        assert held >= needed, summaries[0]
-        print(f"MEASURED buffer_size=10, restart of 40: discarded={discarded} advised={advised} held={held}")
-        assert client.hget(f"host_meta:{sup.hostname}", "discarded_by_supervisord") == str(discarded).encode()
-    finally:
-        sup.stop()
+    summaries = wait_for(summary, 30, "the summary of the loss")
+    assert len(summaries) == 1, summaries
+    assert f"discarded {discarded} events in all" in summaries[0]
+    held = int(re.search(r"buffer_size of at least (\d+) would", summaries[0]).group(1))  # type: ignore[union-attr]
+    assert held >= needed, summaries[0]
+    print(f"MEASURED buffer_size=10, restart of 40: discarded={discarded} advised={advised} held={held}")
+    assert client.hget(meta_key(sup.hostname), META_DISCARDED) == str(discarded).encode()

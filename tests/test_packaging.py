@@ -16,9 +16,8 @@ from typing import Dict, List, Set
 
 import pytest
 
+from harness import BIN
 from raptor import __version__
-
-from .support import BIN
 
 ROOT = Path(__file__).parents[1]
 PROC_PUBLISHER = BIN / "proc_publisher"
@@ -119,6 +118,7 @@ def test_the_sdist_carries_what_its_tests_read_and_one_readme(sdist_and_wheel: D
         "pyproject.toml",
         "raptor/__init__.py",
         "tests/conftest.py",
+        "harness/__init__.py",  # what the tests' fixtures are made of
     } <= names
     assert set(READ_BY_TESTS) <= names, set(READ_BY_TESTS) - names
     # An unanchored include of README.md pulls in the role's and bench/results' too.

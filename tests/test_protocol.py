@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness import BIN, RedisServer, stored_snapshot, wait_for
 from raptor.publisher.protocol import (
     OK,
     READY,
@@ -19,8 +20,6 @@ from raptor.publisher.protocol import (
     announced_length,
     parse_header,
 )
-
-from .support import BIN, RedisServer, stored_snapshot, wait_for
 
 
 def frame(eventname: str, payload: str, poolserial: int = 1) -> str:

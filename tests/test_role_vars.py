@@ -40,19 +40,37 @@ def render(text: str, variables: Dict[str, Any]) -> str:
     return env.from_string(text).render(**variables)
 
 
-def handler(name: str) -> Dict[str, Any]:
-    handlers = load("handlers/main.yml")
-    return next(h for h in handlers if h["name"] == name)
+def task(tasks_file: str, name: str) -> Dict[str, Any]:
+    return next(t for t in load(f"tasks/{tasks_file}") if t["name"] == name)
 
 
 @pytest.mark.parametrize(("family", "service"), [("Debian", "supervisor"), ("RedHat", "supervisord")])
-def test_start_handler_starts_the_os_familys_supervisor_service(family: str, service: str) -> None:
+def test_install_starts_the_os_familys_supervisor_service(family: str, service: str) -> None:
     """EPEL's package is `supervisor` but its unit is `supervisord.service`."""
     os_vars = load(f"vars/{family}.yml")
     assert os_vars["_proc_publisher_supervisor_package"] == "supervisor"
-    start = handler("Start supervisor")["ansible.builtin.service"]
-    assert render(start["name"], os_vars) == service
-    assert start["state"] == "started"
+    start = task("install.yml", "Start and enable the supervisor installed from the OS packages")
+    assert render(start["ansible.builtin.service"]["name"], os_vars) == service
+    assert start["ansible.builtin.service"]["state"] == "started"
+
+
+# Modules that change a host; preflight only looks.
+CHANGING = ("package", "service", "file", "copy", "template", "pip", "command", "meta")
+READ_ONLY_COMMANDS = ("--version", " pid")
+
+
+def test_preflight_changes_nothing_and_no_task_flushes_the_plays_handlers() -> None:
+    for entry in load("tasks/preflight.yml"):
+        modules = [key.rsplit(".", 1)[-1] for key in entry if key.startswith("ansible.builtin.")]
+        for module in modules:
+            if module == "command":
+                assert entry[f"ansible.builtin.{module}"].endswith(READ_ONLY_COMMANDS), entry["name"]
+                assert entry.get("changed_when") is False, entry["name"]
+            else:
+                assert module not in CHANGING, f"preflight task {entry['name']!r} uses {module}"
+    for tasks_file in sorted((ROLE / "tasks").glob("*.yml")):
+        for entry in load(f"tasks/{tasks_file.name}"):
+            assert entry.get("ansible.builtin.meta") != "flush_handlers", f"{tasks_file.name}: {entry['name']}"
 
 
 def test_both_families_define_the_same_variables() -> None:

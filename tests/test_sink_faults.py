@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Set, Tuple
 
 import pytest
 import redis
 
-from .support import Collector, RedisServer, Supervisord, snapshot_differences, velociraptor_names, wait_for
+from harness import (
+    Collector,
+    ListenerSpec,
+    RedisServer,
+    Supervisord,
+    Supervisords,
+    snapshot_differences,
+    velociraptor_names,
+    wait_for,
+)
+from raptor.keys import META_REFRESHED, META_UPDATED, meta_key, snapshot_key
 
 pytestmark = pytest.mark.integration
 
@@ -61,13 +70,12 @@ def holds_for(problems: Callable[[], Any], seconds: float, what: str, interval: 
 
 
 def settled(sup: Supervisord, redis_server: RedisServer) -> redis.Redis:
-    sup.start()
     wait_for(sup.programs_running, 60, "programs to run")
     client = redis_server.client()
     wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 10, "the snapshot after start")
     # Idle: the last write was the resync that follows a burst (a batch sets only "updated").
-    meta = f"host_meta:{sup.hostname}"
-    wait_for(lambda: client.hget(meta, "refreshed") == client.hget(meta, "updated"), 10, "the settle resync")
+    meta = meta_key(sup.hostname)
+    wait_for(lambda: client.hget(meta, META_REFRESHED) == client.hget(meta, META_UPDATED), 10, "the settle resync")
     return client
 
 
@@ -75,89 +83,79 @@ def of_host(collector: Collector, host: str, since: int = 0) -> List[Dict[str, A
     return [m for m in collector.snapshot()[since:] if m.get("host") == host]
 
 
-def test_a_refused_resync_does_not_publish_the_batch_again(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_a_refused_resync_does_not_publish_the_batch_again(
+    redis_server: RedisServer, collector: Collector, start_supervisord: Supervisords
+) -> None:
     """Issue 10 #3: the resync of the pass that published a batch fails (here Redis refuses
     its HGETALL): the batch is not published again, under new seqs or at all."""
     acl_user(redis_server.client(), "nohgetall", without=["+hgetall"])
     url = f"redis://nohgetall:{ACL_PASSWORD}@127.0.0.1:{redis_server.port}/0"
     names = velociraptor_names(3)
-    sup = Supervisord(tmp_path / "sup", names, url)
-    collector = Collector(redis_server.port).start()
-    try:
-        sup.start()
-        wait_for(sup.programs_running, 60, "programs to run")
-        restart = sup.ctl("restart", *names)
-        assert restart.returncode == 0, restart.stderr
-        wait_for(
-            lambda: len([m for m in collector.snapshot() if m["event"] == "PROCESS_STATE_STOPPING"]) >= 3,
-            10,
-            "the restart's transitions",
-        )
-        # A sink that re-publishes its batch does it at every pass (about once a second).
-        holds_for(lambda: republished(collector.snapshot()), 4, "each transition published once")
-        assert not republished(collector.snapshot()), republished(collector.snapshot())
-        assert sup.listener_info()["statename"] == "RUNNING"
-    finally:
-        collector.stop()
-        sup.stop()
+    sup = start_supervisord(names, url)
+    wait_for(sup.programs_running, 60, "programs to run")
+    restart = sup.ctl("restart", *names)
+    assert restart.returncode == 0, restart.stderr
+    wait_for(
+        lambda: len([m for m in collector.snapshot() if m["event"] == "PROCESS_STATE_STOPPING"]) >= 3,
+        10,
+        "the restart's transitions",
+    )
+    # A sink that re-publishes its batch does it at every pass (about once a second).
+    holds_for(lambda: republished(collector.snapshot()), 4, "each transition published once")
+    assert not republished(collector.snapshot()), republished(collector.snapshot())
+    assert sup.listener_info()["statename"] == "RUNNING"
 
 
 @pytest.mark.parametrize("record", ["host_procs", "host_meta"])
 def test_a_record_of_the_wrong_type_is_repaired(
-    tmp_path: Path, redis_server: RedisServer, collector: Collector, record: str
+    redis_server: RedisServer, collector: Collector, start_supervisord: Supervisords, record: str
 ) -> None:
     """Issue 10 #4: a string where the listener keeps a hash. The batch that meets it is
     published once; the listener deletes the key, rewrites it and says so once."""
     names = velociraptor_names(4)
-    sup = Supervisord(tmp_path / "sup", names, redis_server.url)
-    try:
-        client = settled(sup, redis_server)
-        key = f"{record}:{sup.hostname}"
-        client.delete(key)
-        client.set(key, "written by another tool")
-        before = len(collector.snapshot())
-        restart = sup.ctl("restart", *names)
-        assert restart.returncode == 0, restart.stderr
-        wait_for(
-            lambda: client.type(key) == b"hash" and not snapshot_differences(client, sup.hostname, sup),
-            2.0,
-            f"{key} to be a hash matching supervisord again",
-        )
-        # 4 transitions per program, each once; a resync corrects at most every program
-        # (the repair's) plus the settle resync's few details.
-        bound = 4 * len(names) + 2 * len(names)
-        holds_for(
-            lambda: len(of_host(collector, sup.hostname, before)) > bound and of_host(collector, sup.hostname, before),
-            3,
-            f"at most {bound} messages",
-        )
-        assert not republished(collector.snapshot()), republished(collector.snapshot())
-        assert sup.listener_log().count("WRONGTYPE") == 1, sup.listener_log()
-        assert sup.listener_info()["statename"] == "RUNNING"
-    finally:
-        sup.stop()
+    sup = start_supervisord(names, redis_server.url)
+    client = settled(sup, redis_server)
+    key = {"host_procs": snapshot_key, "host_meta": meta_key}[record](sup.hostname)
+    client.delete(key)
+    client.set(key, "written by another tool")
+    before = len(collector.snapshot())
+    restart = sup.ctl("restart", *names)
+    assert restart.returncode == 0, restart.stderr
+    wait_for(
+        lambda: client.type(key) == b"hash" and not snapshot_differences(client, sup.hostname, sup),
+        2.0,
+        f"{key} to be a hash matching supervisord again",
+    )
+    # 4 transitions per program, each once; a resync corrects at most every program
+    # (the repair's) plus the settle resync's few details.
+    bound = 4 * len(names) + 2 * len(names)
+    holds_for(
+        lambda: len(of_host(collector, sup.hostname, before)) > bound and of_host(collector, sup.hostname, before),
+        3,
+        f"at most {bound} messages",
+    )
+    assert not republished(collector.snapshot()), republished(collector.snapshot())
+    assert sup.listener_log().count("WRONGTYPE") == 1, sup.listener_log()
+    assert sup.listener_info()["statename"] == "RUNNING"
 
 
-def test_an_idle_listener_notices_a_lost_snapshot_within_2s(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_an_idle_listener_notices_a_lost_snapshot_within_2s(
+    redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
     """Issue 10 #5: only host_procs disappears (DEL, eviction, expiry), nothing happens on the host."""
-    sup = Supervisord(tmp_path / "sup", velociraptor_names(3), redis_server.url)
-    try:
-        client = settled(sup, redis_server)
-        client.delete(f"host_procs:{sup.hostname}")
-        wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 2.0, "the snapshot to be rebuilt")
-    finally:
-        sup.stop()
+    sup = start_supervisord(velociraptor_names(3), redis_server.url)
+    client = settled(sup, redis_server)
+    client.delete(snapshot_key(sup.hostname))
+    wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 2.0, "the snapshot to be rebuilt")
 
 
-def test_a_host_without_programs_is_not_resynced_every_second(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_a_host_without_programs_is_not_resynced_every_second(
+    redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
     """A host without processes has no snapshot hash: the heartbeat must not take that for a loss."""
-    sup = Supervisord(tmp_path / "sup", [], redis_server.url, listener_env={"RAPTOR_LOG_LEVEL": "DEBUG"})
-    try:
-        sup.start()
-        client = redis_server.client()
-        wait_for(lambda: client.exists(f"host_meta:{sup.hostname}"), 10, "the meta record")
-        missing = "records are missing"
-        holds_for(lambda: sup.listener_log().count(missing), 3.5, "no resync for a missing snapshot")
-        assert "resync (listener start)" in sup.listener_log()
-    finally:
-        sup.stop()
+    sup = start_supervisord([], redis_server.url, listener=ListenerSpec(env={"RAPTOR_LOG_LEVEL": "DEBUG"}))
+    client = redis_server.client()
+    wait_for(lambda: client.exists(meta_key(sup.hostname)), 10, "the meta record")
+    missing = "records are missing"
+    holds_for(lambda: sup.listener_log().count(missing), 3.5, "no resync for a missing snapshot")
+    assert "resync (listener start)" in sup.listener_log()

@@ -7,23 +7,25 @@ import base64
 import json
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict
 from urllib.parse import quote, quote_plus
 
 import pytest
 
-from raptor.logs import secret_forms
-from raptor.publisher.supervisor_rpc import RPC_URL, SupervisorRPC, basic_auth_header
-
-from .support import (
+from harness import (
+    ListenerSpec,
     RedisServer,
+    RpcSpec,
     Supervisord,
+    Supervisords,
     free_port,
     snapshot_differences,
     stored_snapshot,
     velociraptor_names,
     wait_for,
 )
+from raptor.logs import secret_forms
+from raptor.publisher.supervisor_rpc import RPC_URL, SupervisorRPC, basic_auth_header
 
 USER = "admin"
 # Every character that URLs, supervisord.conf or the Basic header treat specially,
@@ -32,41 +34,27 @@ PASSWORD = "Sup!pw@x:/$#%21%"
 WRONG = "Wr0ng!@:/$#%22%"
 
 
-def protected(directory: Path, redis_url: str, password: str, programs: int = 20, http: bool = False) -> Supervisord:
-    return Supervisord(
-        directory,
+def protected(
+    start_supervisord: Supervisords, redis_url: str, password: str, programs: int = 20, http: bool = False
+) -> Supervisord:
+    """A started supervisord whose RPC wants USER and PASSWORD; the listener is given *password*."""
+    return start_supervisord(
         velociraptor_names(programs),
         redis_url,
-        rpc_username=USER,
-        rpc_password=PASSWORD,
-        inet_port=free_port() if http else None,
+        rpc=RpcSpec(USER, PASSWORD, free_port() if http else None),
         # supervisord passes a listener only SUPERVISOR_SERVER_URL: the role adds these.
-        listener_env={"SUPERVISOR_USERNAME": USER, "SUPERVISOR_PASSWORD": password, "RAPTOR_LOG_LEVEL": "DEBUG"},
+        listener=ListenerSpec(
+            env={"SUPERVISOR_USERNAME": USER, "SUPERVISOR_PASSWORD": password, "RAPTOR_LOG_LEVEL": "DEBUG"}
+        ),
     )
-
-
-@pytest.fixture
-def cleanup() -> Iterator[List[Supervisord]]:
-    started: List[Supervisord] = []
-    yield started
-    for sup in started:
-        sup.stop()
-
-
-def listener_pid(sup: Supervisord) -> int:
-    info = sup.listener_info()
-    assert info["statename"] == "RUNNING", info
-    return int(info["pid"])
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("http", [False, True], ids=["unix", "http"])
 def test_resync_authenticates_to_a_password_protected_supervisord(
-    tmp_path: Path, redis_server: RedisServer, cleanup: List[Supervisord], http: bool
+    redis_server: RedisServer, start_supervisord: Supervisords, http: bool
 ) -> None:
-    sup = protected(tmp_path / "sup", redis_server.url, PASSWORD, http=http)
-    cleanup.append(sup)
-    sup.start()
+    sup = protected(start_supervisord, redis_server.url, PASSWORD, http=http)
     wait_for(sup.programs_running, 60, "programs to run")
     # The password as written in supervisord.conf works for supervisorctl too...
     status = sup.ctl("status")
@@ -83,10 +71,10 @@ def test_resync_authenticates_to_a_password_protected_supervisord(
     # A new listener knows nothing of the running programs: only getAllProcessInfo()
     # can tell it, and only if supervisord accepts its credentials.
     client.flushall()
-    old = listener_pid(sup)
+    old = sup.listener_pid()
     restart = sup.ctl("restart", "proc_publisher")
     assert restart.returncode == 0, restart.stdout + restart.stderr
-    assert listener_pid(sup) != old
+    assert sup.listener_pid() != old
     started = time.monotonic()
     try:
         wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 2.0, "snapshot after listener restart")
@@ -103,7 +91,7 @@ def test_resync_authenticates_to_a_password_protected_supervisord(
     # "HTTP 401", not a bare "401": a pid such as proc_publisher[4014] holds one.
     assert "HTTP 401" not in log and "refused" not in log, log[-2000:]
     # The listener really went through the transport under test.
-    environ = Path(f"/proc/{listener_pid(sup)}/environ").read_bytes().split(b"\0")
+    environ = Path(f"/proc/{sup.listener_pid()}/environ").read_bytes().split(b"\0")
     expected_url = f"http://127.0.0.1:{sup.inet_port}" if http else f"unix://{sup.socket}"
     assert f"SUPERVISOR_SERVER_URL={expected_url}".encode() in environ
 
@@ -125,13 +113,11 @@ def every_form(user: str, secret: str) -> Dict[str, str]:
 
 @pytest.mark.integration
 def test_wrong_password_is_one_warning_and_leaks_in_no_form(
-    tmp_path: Path, redis_server: RedisServer, cleanup: List[Supervisord]
+    redis_server: RedisServer, start_supervisord: Supervisords
 ) -> None:
-    sup = protected(tmp_path / "sup", redis_server.url, WRONG, programs=5)
-    cleanup.append(sup)
-    sup.start()
+    sup = protected(start_supervisord, redis_server.url, WRONG, programs=5)
     wait_for(sup.programs_running, 60, "programs to run")
-    pid = listener_pid(sup)
+    pid = sup.listener_pid()
     wait_for(lambda: "HTTP 401" in sup.listener_log(), 10, "the refused credentials to be logged")
     # The listener retries every 2 s (a DEBUG line per resync): let it fail a few times.
     wait_for(lambda: sup.listener_log().count("resync (") >= 3, 15, "three resyncs without supervisord's answer")
@@ -148,7 +134,7 @@ def test_wrong_password_is_one_warning_and_leaks_in_no_form(
     warnings = [line for line in log.splitlines() if "getAllProcessInfo()" in line]
     assert len(warnings) == 1, warnings
     assert "refused SUPERVISOR_USERNAME 'admin' and its SUPERVISOR_PASSWORD (HTTP 401)" in warnings[0]
-    assert listener_pid(sup) == pid, "the listener restarted"
+    assert sup.listener_pid() == pid, "the listener restarted"
     # Events still flow without supervisord's answers.
     wait_for(lambda: len(stored_snapshot(redis_server.client(), sup.hostname)) >= len(sup.programs), 5, "snapshot")
 

@@ -19,7 +19,7 @@ export NO_COLOR := 1
 export RAPTOR_REQUIRE_VR_COMMON := 1
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench deps doctor images wheelhouse collection clean
+.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare deps doctor images wheelhouse collection clean
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
@@ -87,6 +87,12 @@ demo-down:
 # The design's targets side by side with the baselines (about 20 minutes).
 bench: deps $(BIN)/.installed
 	python -m bench.run
+
+# The working tree's listener against BASELINE's, interleaved in one run (about 15
+# minutes; bench/results/compare.*): `make bench-compare BASELINE=983ccf2`.
+BASELINE ?= HEAD
+bench-compare: deps $(BIN)/.installed
+	python -m bench.run --baseline $(BASELINE)
 
 clean: demo-down
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis build .ansible

@@ -13,6 +13,7 @@ import uuid
 
 import redis
 
+from raptor.keys import DEFAULT_CHANNEL
 from raptor.messages import encode, state_message
 from raptor.publisher.process_table import blank_info
 
@@ -25,11 +26,12 @@ def main() -> None:
     for seq in range(1, per_host + 1):
         for host, run_id in runs.items():
             info = blank_info(f"node_example-v1-local-f96054b7-web-{5000 + seq % 50}", "g")
-            info.update(statename="RUNNING", state=20, pid=1000 + seq, start=1_700_000_000, now=1_700_000_001)
+            info.update({"statename": "RUNNING", "state": 20, "pid": 1000 + seq, "start": 1_700_000_000})
+            info["now"] = 1_700_000_001
             message = state_message(
                 host, info, event="PROCESS_STATE_RUNNING", from_state="STARTING", seq=seq, run_id=run_id
             )
-            pipe.publish("proc_events", encode(message))
+            pipe.publish(DEFAULT_CHANNEL, encode(message))
         if len(pipe) >= 1000:
             pipe.execute()
     pipe.execute()

@@ -19,6 +19,7 @@ from typing import Any, Dict, List
 import redis
 from supervisor import childutils
 
+from raptor.keys import DEFAULT_CHANNEL, meta_key, snapshot_key
 from raptor.messages import encode, state_message
 from raptor.publisher.process_table import normalize_info
 
@@ -45,8 +46,8 @@ def main() -> None:
                         host, info, event=headers["eventname"], from_state=fields.get("from_state"),
                         seq=seq, run_id="sync-baseline",
                     )  # fmt: skip
-                    client.publish("proc_events", encode(message))
-                client.hset(f"host_procs:{host}", mapping={n: json.dumps(i) for n, i in infos.items()})
+                    client.publish(DEFAULT_CHANNEL, encode(message))
+                client.hset(snapshot_key(host), mapping={n: json.dumps(i) for n, i in infos.items()})
         except Exception as exc:  # keep going, as a fair baseline would
             sys.stderr.write(f"sync baseline: {exc}\n")
         childutils.listener.ok(sys.stdout)
@@ -56,7 +57,7 @@ def main() -> None:
             p99 = recent[min(len(recent) - 1, int(0.99 * len(recent)))]
             with contextlib.suppress(redis.RedisError):
                 client.hset(
-                    f"host_meta:{host}",
+                    meta_key(host),
                     mapping={
                         "acks": len(acks),
                         "ack_p99_ms": f"{p99 * 1000:.4f}",

@@ -329,6 +329,20 @@ def test_watch_draws_the_fleet_and_stops_on_the_event(
     assert watch.finish(stop=True) == 0
 
 
+def test_watch_waits_for_an_unreachable_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis away at start (or longer than a reload period): watch shows it and retries,
+    it does not end with "cannot reach Redis"."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    refusing = Refusing()
+    try:
+        watch = Background("watch", "--redis-url", f"redis://127.0.0.1:{refusing.port}/0")
+        wait_for(lambda: refusing.accepted >= 4, 20, "several attempts to connect")
+        assert watch.code is None, (watch.code, watch.errors())
+        assert watch.finish(stop=True) == 0
+    finally:
+        refusing.close()
+
+
 # -- the loop itself, as a raw recorder uses it -------------------------------------------
 
 

@@ -69,7 +69,7 @@ def holds_for(problems: Callable[[], Any], seconds: float, what: str, interval: 
         time.sleep(interval)
 
 
-def settled(sup: Supervisord, redis_server: RedisServer) -> redis.Redis:
+def settled_idle(sup: Supervisord, redis_server: RedisServer) -> redis.Redis:
     wait_for(sup.programs_running, 60, "programs to run")
     client = redis_server.client()
     wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 10, "the snapshot after start")
@@ -114,7 +114,7 @@ def test_a_record_of_the_wrong_type_is_repaired(
     published once; the listener deletes the key, rewrites it and says so once."""
     names = velociraptor_names(4)
     sup = start_supervisord(names, redis_server.url)
-    client = settled(sup, redis_server)
+    client = settled_idle(sup, redis_server)
     key = {"host_procs": snapshot_key, "host_meta": meta_key}[record](sup.hostname)
     client.delete(key)
     client.set(key, "written by another tool")
@@ -144,7 +144,7 @@ def test_an_idle_listener_notices_a_lost_snapshot_within_2s(
 ) -> None:
     """Issue 10 #5: only host_procs disappears (DEL, eviction, expiry), nothing happens on the host."""
     sup = start_supervisord(velociraptor_names(3), redis_server.url)
-    client = settled(sup, redis_server)
+    client = settled_idle(sup, redis_server)
     client.delete(snapshot_key(sup.hostname))
     wait_for(lambda: not snapshot_differences(client, sup.hostname, sup), 2.0, "the snapshot to be rebuilt")
 

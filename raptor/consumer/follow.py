@@ -15,6 +15,7 @@ its seq and dropped).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -139,7 +140,9 @@ class Subscriber:
                 self.connected = False
                 self._report(False, on_state)
                 failures += 1
-                on_idle()
+                # A hook that needs Redis while it is away fails too: that is known already.
+                with contextlib.suppress(*REDIS_DOWN):
+                    on_idle()
                 self._wait(self.backoff.compute(failures), stop, stopped, poll)
             finally:
                 pubsub.close()
@@ -266,7 +269,8 @@ class Follower:
             reload_when_due()
 
         def idle() -> None:
-            reload_when_due()
+            if self.subscriber.connected:  # while Redis is away, on_connect reloads on its return
+                reload_when_due()
             on_idle()
 
         self.subscriber.run(

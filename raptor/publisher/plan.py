@@ -83,12 +83,6 @@ class BatchPlan:
     group_added: bool
     seq: int  # the last seq this plan uses
 
-    @property
-    def settles(self) -> bool:
-        """Whether a settle resync is wanted once this batch is published: it
-        refreshes what events do not carry (exit status, pids of STARTING processes)."""
-        return self.group_added or bool(self.updated)
-
 
 def plan_batch(items: Sequence[Item], table: ProcessTable, *, host: str, run_id: str, seq: int) -> BatchPlan:
     """The messages and snapshot changes of *items*, numbered after *seq*, derived

@@ -17,7 +17,16 @@ from redis import ConnectionPool
 from redis.exceptions import RedisError
 
 from . import keys
-from .keys import DEFAULT_CHANNEL, DEFAULT_SNAPSHOT_TTL, MIN_SNAPSHOT_TTL
+from .keys import (
+    DEFAULT_CHANNEL,
+    DEFAULT_FLEET_HISTORY_MAXLEN,
+    DEFAULT_HISTORY_MAX_AGE,
+    DEFAULT_HISTORY_MAXLEN,
+    DEFAULT_SNAPSHOT_TTL,
+    MIN_HISTORY_MAX_AGE,
+    MIN_HISTORY_MAXLEN,
+    MIN_SNAPSHOT_TTL,
+)
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -131,12 +140,12 @@ def validate_redis_url(url: str, variable: str = "REDIS_URL") -> str:
     return url
 
 
-def _positive_int(env: Mapping[str, str], variable: str, default: int, minimum: int) -> int:
-    raw = env.get(variable, "").strip()
+def _positive_int(env: Mapping[str, str], variable: str, default: int, minimum: int, unit: str = "seconds") -> int:
+    raw = env.get(variable, "").strip().replace("_", "")
     if not raw:
         return default
-    if not raw.isdigit():
-        raise ConfigError(variable, f"must be a whole number of seconds, got {raw!r}")
+    if not raw.isascii() or not raw.isdigit():
+        raise ConfigError(variable, f"must be a whole number of {unit}, got {env.get(variable, '').strip()!r}")
     value = int(raw)
     if value < minimum:
         raise ConfigError(variable, f"must be at least {minimum}, got {value}")
@@ -155,6 +164,9 @@ class ListenerConfig:
     supervisor_username: str = ""
     supervisor_password: str = field(default="", repr=False)
     log_level: str = "INFO"
+    history_maxlen: int = DEFAULT_HISTORY_MAXLEN
+    fleet_history_maxlen: int = DEFAULT_FLEET_HISTORY_MAXLEN
+    history_max_age: int = DEFAULT_HISTORY_MAX_AGE
 
     @property
     def redacted_redis_url(self) -> str:
@@ -167,6 +179,10 @@ class ListenerConfig:
     @property
     def meta_key(self) -> str:
         return keys.meta_key(self.hostname)
+
+    @property
+    def history_key(self) -> str:
+        return keys.history_key(self.hostname)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, getfqdn: Callable[[], str] = socket.getfqdn) -> ListenerConfig:
@@ -182,6 +198,14 @@ class ListenerConfig:
         if any(ch.isspace() for ch in channel):
             raise ConfigError("RAPTOR_CHANNEL", f"must not contain white space, got {channel!r}")
         ttl = _positive_int(env, "RAPTOR_SNAPSHOT_TTL", DEFAULT_SNAPSHOT_TTL, MIN_SNAPSHOT_TTL)
+
+        history_maxlen = _positive_int(
+            env, "RAPTOR_HISTORY_MAXLEN", DEFAULT_HISTORY_MAXLEN, MIN_HISTORY_MAXLEN, "entries"
+        )
+        fleet_history_maxlen = _positive_int(
+            env, "RAPTOR_FLEET_HISTORY_MAXLEN", DEFAULT_FLEET_HISTORY_MAXLEN, MIN_HISTORY_MAXLEN, "entries"
+        )
+        history_max_age = _positive_int(env, "RAPTOR_HISTORY_MAX_AGE", DEFAULT_HISTORY_MAX_AGE, MIN_HISTORY_MAX_AGE)
 
         log_level = env.get("RAPTOR_LOG_LEVEL", "").strip().upper() or "INFO"
         if log_level not in LOG_LEVELS:
@@ -210,4 +234,7 @@ class ListenerConfig:
             supervisor_username=env.get("SUPERVISOR_USERNAME", ""),
             supervisor_password=env.get("SUPERVISOR_PASSWORD", ""),
             log_level=log_level,
+            history_maxlen=history_maxlen,
+            fleet_history_maxlen=fleet_history_maxlen,
+            history_max_age=history_max_age,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TypedDict, Union, cast
 
 from .names import jsname, parse_proc_name
 
@@ -157,3 +157,114 @@ def removal_message(
 
 def encode(message: Mapping[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- history entries (raptor.keys: proc_history, host_history:<host>) ---------------
+# The fields of a stream entry, in this order in every entry (a stream stores the
+# names once per node when entries share them). Values are strings; "" is None.
+HISTORY_FIELDS = (
+    "host",
+    "name",
+    "event",
+    "group",  # "" when equal to name (the usual case)
+    "statename",  # "" for PROCESS_GROUP_REMOVED
+    "state",
+    "from_state",
+    "pid",
+    "exitstatus",
+    "expected",  # "1"/"0" on PROCESS_STATE_EXITED as supervisord said; else ""
+    "now",  # epoch seconds: the message's now (or time, for a removal)
+    "start",
+    "stop",
+    "description",
+    "spawnerr",
+    "seq",
+    "run_id",
+    "resync",
+)
+
+
+def _epoch(iso: Optional[str]) -> str:
+    if not iso:
+        return ""
+    return str(int(datetime.datetime.fromisoformat(iso).timestamp()))
+
+
+def history_entry(message: Message, expected: Optional[bool] = None) -> Dict[str, str]:
+    """*message* as a stream entry: what cannot be derived from host and name.
+    *expected* is supervisord's word on an exit, which the channel does not carry."""
+    removal = message["event"] == "PROCESS_GROUP_REMOVED"
+    get = cast(Mapping[str, Any], message).get
+    group = get("payload_headers", {}).get("groupname", "") if removal else get("group", "")
+    return {
+        "host": message["host"],
+        "name": message["name"],
+        "event": message["event"],
+        "group": "" if group == message["name"] else str(group),
+        "statename": "" if removal else str(get("statename", "")),
+        "state": "" if removal else str(get("state", "")),
+        "from_state": get("from_state") or "",
+        "pid": "" if removal else str(get("pid", 0)),
+        "exitstatus": "" if removal else str(get("exitstatus", 0)),
+        "expected": "" if expected is None else str(int(expected)),
+        "now": _epoch(get("time") if removal else get("now")),
+        "start": _epoch(get("start_time")),
+        "stop": _epoch(get("stop_time")),
+        "description": get("description") or "",
+        "spawnerr": get("spawnerr") or "",
+        "seq": str(message["seq"]),
+        "run_id": message["run_id"],
+        "resync": "1" if message["resync"] else "0",
+    }
+
+
+def _int(value: str, default: int = 0) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+def _iso(value: str) -> Optional[str]:
+    return iso_utc(_int(value)) if value else None
+
+
+def message_from_entry(fields: Mapping[str, str]) -> Dict[str, Any]:
+    """The message a history entry was made from, as consumers read it: every field
+    of :func:`state_message` (or :func:`removal_message`) but the log file paths,
+    plus ``expected`` (None when supervisord did not say). Raises KeyError or
+    ValueError on an entry that is not one of raptor's."""
+    host, name, event = fields["host"], fields["name"], fields["event"]
+    group = fields.get("group") or name
+    message: Dict[str, Any] = {"event": event, **proc_identity(host, name)}
+    if event == "PROCESS_GROUP_REMOVED":
+        message.update(
+            {"time": _iso(fields.get("now", "")), "payload_headers": {"groupname": group}, "payload_data": ""}
+        )
+    else:
+        message.update(
+            {
+                "group": group,
+                "jsname": jsname(name),
+                "statename": fields["statename"],
+                "state": _int(fields.get("state", "")),
+                "pid": _int(fields.get("pid", "")),
+                "exitstatus": _int(fields.get("exitstatus", "")),
+                "description": fields.get("description", ""),
+                "spawnerr": fields.get("spawnerr", ""),
+                "now": _iso(fields.get("now", "")),
+                "start_time": _iso(fields.get("start", "")),
+                "stop_time": _iso(fields.get("stop", "")),
+                "from_state": fields.get("from_state") or None,
+            }
+        )
+    expected = fields.get("expected", "")
+    message.update(
+        {
+            "seq": int(fields["seq"]),
+            "run_id": fields["run_id"],
+            "resync": fields.get("resync") == "1",
+            "expected": None if expected == "" else expected == "1",
+        }
+    )
+    return message

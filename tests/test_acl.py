@@ -39,7 +39,10 @@ WATCH = 8.0
 PUBLISH_NOTHING = {
     "~host_procs:*",
     "~host_meta:*",
+    "~host_history:*",
+    "~proc_history",
     "&proc_events",
+    "+xadd",
     "+publish",
     "+hset",
     "+expire",
@@ -156,8 +159,8 @@ def test_one_clear_line_and_no_loop(scenario: Scenario, permission: str) -> None
     assert f"ACL SETUSER {host} {named.group(1)}" in refusals[0]
     if permission in PUBLISH_NOTHING:
         assert messages == []
-    if permission in ("+del", "+hgetall", "+exists", "+hdel"):
-        # Only the repairs need these: events are still published, each once.
+    if permission in ("+del", "+hgetall", "+exists", "+hdel", "+xtrim"):
+        # Only the repairs (and the resync's trimming of old history) need these: events are still published, each once.
         for name in PROGRAMS:
             events = [m["event"] for m in messages if m["name"] == name and not m["resync"]]
             assert in_order(RESTART, events), (name, events)

@@ -17,6 +17,14 @@ def test_defaults_and_hostname_fallback() -> None:
     assert config.snapshot_key == "host_procs:box.example"
     assert config.supervisor_url is None
     assert "pw" not in repr(config)
+    assert (config.history_maxlen, config.fleet_history_maxlen, config.history_max_age) == (5000, 1_000_000, 604800)
+    assert config.history_key == "host_history:box.example"
+
+
+def test_history_retention_from_env() -> None:
+    env = {**BASE, "RAPTOR_HISTORY_MAXLEN": "20_000", "RAPTOR_FLEET_HISTORY_MAXLEN": "2000000"}
+    config = ListenerConfig.from_env({**env, "RAPTOR_HISTORY_MAX_AGE": "86400"}, getfqdn=lambda: "h")
+    assert (config.history_maxlen, config.fleet_history_maxlen, config.history_max_age) == (20000, 2_000_000, 86400)
 
 
 def test_hostname_and_options_from_env() -> None:
@@ -48,6 +56,11 @@ def test_accepted_urls(url: str) -> None:
         ({"HOSTNAME": "two words"}, "HOSTNAME", "white space"),
         ({"RAPTOR_SNAPSHOT_TTL": "60"}, "RAPTOR_SNAPSHOT_TTL", "at least 120"),
         ({"RAPTOR_SNAPSHOT_TTL": "ten"}, "RAPTOR_SNAPSHOT_TTL", "whole number"),
+        ({"RAPTOR_HISTORY_MAXLEN": "999"}, "RAPTOR_HISTORY_MAXLEN", "at least 1000"),
+        ({"RAPTOR_HISTORY_MAXLEN": "1e6"}, "RAPTOR_HISTORY_MAXLEN", "whole number of entries"),
+        ({"RAPTOR_FLEET_HISTORY_MAXLEN": "-5"}, "RAPTOR_FLEET_HISTORY_MAXLEN", "whole number of entries"),
+        ({"RAPTOR_HISTORY_MAX_AGE": "60"}, "RAPTOR_HISTORY_MAX_AGE", "at least 3600"),
+        ({"RAPTOR_HISTORY_MAX_AGE": "١٢٣٤"}, "RAPTOR_HISTORY_MAX_AGE", "whole number of seconds"),
         ({"RAPTOR_LOG_LEVEL": "LOUD"}, "RAPTOR_LOG_LEVEL", "one of"),
         ({"SUPERVISOR_ENABLED": ""}, "SUPERVISOR_ENABLED", "supervisord"),
         ({"SUPERVISOR_SERVER_URL": "ftp://x"}, "SUPERVISOR_SERVER_URL", "scheme"),

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raptor import __version__
+from raptor.messages import message_from_entry
 from raptor.publisher.events import STATE_CODES, GroupChange, ProcessStateChange
 from raptor.publisher.outbox import Item
 from raptor.publisher.plan import Removal, Transition, meta_record, number, plan_batch, plan_resync
@@ -151,12 +152,45 @@ def test_a_resync_that_finds_nothing_to_correct_uses_no_seq() -> None:
 
 
 def test_number_is_the_one_place_messages_get_their_seq() -> None:
-    said = [Transition(blank_info("a", "a"), "RUNNING"), Removal("b", "g", 0.0)]
-    messages = number(said, host=HOST, run_id=RUN, seq=0, resync=True)
-    assert [(m["event"], m["seq"], m["run_id"], m["resync"]) for m in messages] == [
+    said = [Transition(blank_info("a", "a"), "RUNNING", expected=False), Removal("b", "g", 0.0)]
+    numbered = number(said, host=HOST, run_id=RUN, seq=0, resync=True)
+    assert [(m["event"], m["seq"], m["run_id"], m["resync"]) for m in numbered.messages] == [
         ("PROCESS_STATE_STOPPED", 1, RUN, True),
         ("PROCESS_GROUP_REMOVED", 2, RUN, True),
     ]
+    # Each message's history entry, in the same order, with what the channel does not carry.
+    assert [(e["event"], e["seq"], e["expected"], e["group"]) for e in numbered.entries] == [
+        ("PROCESS_STATE_STOPPED", "1", "0", ""),
+        ("PROCESS_GROUP_REMOVED", "2", "", "g"),
+    ]
+    for message, entry in zip(numbered.messages, numbered.entries):
+        restored = message_from_entry(entry)
+        for field in ("logfile", "stdout_logfile", "stderr_logfile"):
+            message.pop(field, None)  # type: ignore[misc]
+        assert {k: v for k, v in restored.items() if k != "expected"} == message
+
+
+def test_events_older_than_the_truth_are_left_out() -> None:
+    """Issue 13: a resync stored RUNNING (supervisord's truth at start); the events
+    supervisord queued before it (STARTING, then RUNNING) come after. Published, they
+    would send the process back in time."""
+    table = table_of(info("a", "RUNNING", 42), info("b", "RUNNING", 7))
+    queued = [
+        change("a", "STOPPED", "STARTING"),
+        change("a", "STARTING", "RUNNING", 42),
+        change("b", "RUNNING", "EXITED", 6),  # b's previous run, before pid 7
+        change("b", "EXITED", "STARTING"),
+        change("b", "STARTING", "RUNNING", 7),
+        change("a", "RUNNING", "STOPPING", 42),  # a new transition, after the truth
+    ]
+    plan = plan_batch(queued, table, host=HOST, run_id=RUN, seq=10, ordered=True)
+    assert [(m["name"], m["event"], m["from_state"]) for m in plan.messages] == [
+        ("a", "PROCESS_STATE_STOPPING", "RUNNING")
+    ]
+    assert plan.behind == 5 and plan.seq == 11
+    # Without supervisord's truth (no RPC, or it failed), an event is the best word there is.
+    unordered = plan_batch(queued, table, host=HOST, run_id=RUN, seq=10)
+    assert len(unordered.messages) == 6 and unordered.behind == 0
 
 
 def test_meta_record() -> None:

@@ -26,8 +26,8 @@ from raptor.keys import META_REFRESHED, META_UPDATED, meta_key, snapshot_key
 pytestmark = pytest.mark.integration
 
 MINIMAL_ACL = (
-    "~host_procs:* ~host_meta:* resetchannels &proc_events +publish +hset +hdel +del +expire +multi +exec "
-    "+exists +hgetall +ping +client|setname"
+    "~host_procs:* ~host_meta:* ~host_history:* ~proc_history resetchannels &proc_events +publish +hset +hdel +del "
+    "+expire +multi +exec +exists +hgetall +xadd +xtrim +ping +client|setname"
 )
 ACL_PASSWORD = "acl-pw"
 

@@ -23,7 +23,7 @@ from ..keys import (
     META_UPDATED,
     META_VERSION,
 )
-from ..messages import Message, removal_message, state_message
+from ..messages import Message, history_entry, removal_message, state_message
 from .events import GroupChange, ProcessStateChange
 from .outbox import Item
 from .process_table import ProcessInfo, ProcessTable, apply_change, same_state
@@ -35,6 +35,7 @@ class Transition:
 
     info: ProcessInfo
     from_state: Optional[str]
+    expected: Optional[bool] = None  # supervisord's word on an exit (history only)
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,18 @@ class Removal:
 Change = Union[Transition, Removal]
 
 
-def number(changes: Sequence[Change], *, host: str, run_id: str, seq: int, resync: bool) -> Tuple[Message, ...]:
-    """One message per change, in order, numbered from ``seq + 1`` on."""
+@dataclass(frozen=True)
+class Numbered:
+    """The messages of some changes, with their history entries (same order)."""
+
+    messages: Tuple[Message, ...]
+    entries: Tuple[Dict[str, str], ...]
+
+
+def number(changes: Sequence[Change], *, host: str, run_id: str, seq: int, resync: bool) -> Numbered:
+    """One message (and history entry) per change, in order, numbered from ``seq + 1`` on."""
     messages: List[Message] = []
+    entries: List[Dict[str, str]] = []
     for change in changes:
         seq += 1
         if isinstance(change, Transition):
@@ -66,38 +76,63 @@ def number(changes: Sequence[Change], *, host: str, run_id: str, seq: int, resyn
                     resync=resync,
                 )
             )
+            entries.append(history_entry(messages[-1], change.expected))
         else:
             messages.append(
                 removal_message(host, change.name, change.group, now=change.at, seq=seq, run_id=run_id, resync=resync)
             )
-    return tuple(messages)
+            entries.append(history_entry(messages[-1]))
+    return Numbered(tuple(messages), tuple(entries))
+
+
+def behind(previous: ProcessInfo, change: ProcessStateChange) -> bool:
+    """Whether *change* is older than *previous*, the state last published for its
+    process: it does not start from that state, or it is about another run of it (the
+    pid differs). Events supervisord queued before a resync read its newer truth are
+    such; publishing them would send a process back in time (RUNNING, then the older
+    STARTING and RUNNING). Events lost in between (supervisord discarded them) look
+    the same: either way, the resync this asks for publishes the real state."""
+    if change.from_state != previous["statename"]:
+        return True
+    pids_known = bool(change.pid and previous["pid"])
+    return previous["statename"] in ("RUNNING", "STOPPING") and pids_known and change.pid != previous["pid"]
 
 
 @dataclass(frozen=True)
 class BatchPlan:
     messages: Tuple[Message, ...]
+    entries: Tuple[Dict[str, str], ...]  # the history entry of each message
     updated: Mapping[str, ProcessInfo]  # snapshot fields to set: name -> entry
     removed: Mapping[str, str]  # snapshot fields to delete: name -> group
     # A group was added: it publishes nothing, the settle resync reports its
     # processes (wanted whatever becomes of this batch's EXEC).
     group_added: bool
     seq: int  # the last seq this plan uses
+    behind: int  # events left out as older than what was published (see behind())
 
 
-def plan_batch(items: Sequence[Item], table: ProcessTable, *, host: str, run_id: str, seq: int) -> BatchPlan:
+def plan_batch(
+    items: Sequence[Item], table: ProcessTable, *, host: str, run_id: str, seq: int, ordered: bool = False
+) -> BatchPlan:
     """The messages and snapshot changes of *items*, numbered after *seq*, derived
-    from *table* (which this does not change)."""
+    from *table* (which this does not change). *ordered*: *table* holds supervisord's
+    truth (the last resync could ask it), so events :func:`behind` it are left out;
+    without it, an event is the best word there is."""
     updated: Dict[str, ProcessInfo] = {}
     removed: Dict[str, str] = {}
     changes: List[Change] = []
     group_added = False
+    late = 0
     for item in items:
         if isinstance(item, ProcessStateChange):
             previous = updated.get(item.name) or (None if item.name in removed else table.get(item.name))
+            if ordered and previous is not None and behind(previous, item):
+                late += 1
+                continue
             info = apply_change(previous, item)
             updated[item.name] = info
             removed.pop(item.name, None)
-            changes.append(Transition(info, item.from_state))
+            changes.append(Transition(info, item.from_state, item.expected))
         elif isinstance(item, GroupChange):
             if item.added:
                 group_added = True
@@ -109,14 +144,17 @@ def plan_batch(items: Sequence[Item], table: ProcessTable, *, host: str, run_id:
                 changes.append(Removal(name, item.group, item.received))
                 updated.pop(name, None)
                 removed[name] = item.group
-    messages = number(changes, host=host, run_id=run_id, seq=seq, resync=False)
-    return BatchPlan(messages, updated, removed, group_added, seq + len(messages))
+    numbered = number(changes, host=host, run_id=run_id, seq=seq, resync=False)
+    return BatchPlan(
+        numbered.messages, numbered.entries, updated, removed, group_added, seq + len(numbered.messages), late
+    )
 
 
 @dataclass(frozen=True)
 class ResyncPlan:
     target: Mapping[str, ProcessInfo]  # the whole snapshot to store in place of the old one
     messages: Tuple[Message, ...]  # a correction for every process whose stored state differs
+    entries: Tuple[Dict[str, str], ...]  # the history entry of each message
     seq: int  # the last seq this plan uses
 
 
@@ -149,8 +187,8 @@ def plan_resync(
         if old is None or not same_state(old, info):
             changes.append(Transition(info, None if old is None else old["statename"]))
     changes.extend(Removal(info["name"], info["group"], now) for info in gone)
-    messages = number(changes, host=host, run_id=run_id, seq=seq, resync=True)
-    return ResyncPlan(target, messages, seq + len(messages))
+    numbered = number(changes, host=host, run_id=run_id, seq=seq, resync=True)
+    return ResyncPlan(target, numbered.messages, numbered.entries, seq + len(numbered.messages))
 
 
 def meta_record(

@@ -30,9 +30,10 @@ import redis
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
+from .. import keys
 from ..config import ListenerConfig
 from ..logs import Throttle
-from ..messages import encode
+from ..messages import Message, encode
 from .acl import Refused, permissions_used, refusal
 from .outbox import Item, Outbox
 from .plan import meta_record, plan_batch, plan_resync
@@ -96,6 +97,8 @@ class RedisSink:
         self._extra_meta = meta
         self._table = ProcessTable()
         self._seq = 0
+        # The last resync stored supervisord's own word: events older than it can be told.
+        self._ordered = False
         # Settle resyncs refresh what events do not carry: only supervisord knows it.
         self._schedule = Schedule(clock, settle_delay=None if rpc is None else settle_delay)
         self._outage_since: Optional[float] = None
@@ -195,8 +198,9 @@ class RedisSink:
         self._throttle.log(
             f"wrongtype:{key}",
             logging.WARNING,
-            "%s was not a hash (WRONGTYPE: written by another tool?): deleting it and rewriting this host's records; "
-            "raptor owns the keys host_procs:<host> and host_meta:<host>",
+            "%s held another type than raptor writes there (WRONGTYPE: written by another tool?): deleting it and "
+            "rewriting this host's records; "
+            "raptor owns the keys host_procs:<host>, host_meta:<host>, host_history:<host> and proc_history",
             key,
         )
 
@@ -339,20 +343,40 @@ class RedisSink:
         pipe.hset(self._config.meta_key, mapping=record)
         pipe.expire(self._config.meta_key, self._config.snapshot_ttl)
 
+    def _add(self, pipe: Any, messages: Sequence[Message], entries: Sequence[Dict[str, str]]) -> None:
+        """Publish *messages* and append their *entries* to the fleet's and this host's
+        history (:mod:`raptor.keys`), each stream trimmed to its length."""
+        config = self._config
+        for message, entry in zip(messages, entries):
+            pipe.publish(config.channel, encode(message))
+            pipe.xadd(keys.FLEET_HISTORY, entry, maxlen=config.fleet_history_maxlen, approximate=True)
+            pipe.xadd(config.history_key, entry, maxlen=config.history_maxlen, approximate=True)
+
+    def _trim(self, pipe: Any, now: float) -> None:
+        """Drop history older than its age limit. Every resync does (at least every
+        TICK_60): with ``~``, Redis only drops whole nodes, so this is cheap."""
+        oldest = f"{int((now - self._config.history_max_age) * 1000)}-0"
+        pipe.xtrim(keys.FLEET_HISTORY, minid=oldest, approximate=True)
+        pipe.xtrim(self._config.history_key, minid=oldest, approximate=True)
+
     def _publish(self, items: List[Item]) -> None:
         """Publish *items* in one transaction. They stay in hand (``_unsent``) until
         its EXEC ran, whatever fails after that."""
         self._unsent = items
         now = self._clock()
-        plan = plan_batch(items, self._table, host=self._config.hostname, run_id=self.run_id, seq=self._seq)
+        plan = plan_batch(
+            items, self._table, host=self._config.hostname, run_id=self.run_id, seq=self._seq, ordered=self._ordered
+        )
+        if plan.behind:
+            log.debug("%d events older than the state published left out", plan.behind)
+            self._schedule.request("events older than the state published")
         if plan.group_added:
             self._schedule.settle()  # the settle resync reports the new group's processes
         if not plan.messages:
             self._unsent = []
             return  # only PROCESS_GROUP_ADDED: nothing to say until the settle resync
         pipe = self._client.pipeline(transaction=True)
-        for message in plan.messages:
-            pipe.publish(self._config.channel, encode(message))
+        self._add(pipe, plan.messages, plan.entries)
         if plan.updated:
             pipe.hset(self._config.snapshot_key, mapping={name: encode(info) for name, info in plan.updated.items()})
         if plan.removed:
@@ -439,8 +463,8 @@ class RedisSink:
         if plan.target:
             pipe.hset(key, mapping={name: encode(info) for name, info in plan.target.items()})
             pipe.expire(key, self._config.snapshot_ttl)
-        for message in plan.messages:
-            pipe.publish(self._config.channel, encode(message))
+        self._add(pipe, plan.messages, plan.entries)
+        self._trim(pipe, now)
         previous_seq, self._seq = self._seq, plan.seq
         previous_table = self._table.entries()
         self._table.replace(plan.target.values())
@@ -455,6 +479,7 @@ class RedisSink:
                 self._seq = previous_seq
             self._table.replace(previous_table.values())
             raise
+        self._ordered = truth is not None
         self.published += len(plan.messages)
         self.resyncs += 1
         # Without supervisord's answer, it is asked again soon: it is the only authority.

@@ -9,8 +9,9 @@ below is the order of its JSON text.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TypedDict, Union, cast
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, TypedDict, Union, cast
 
 from .names import jsname, parse_proc_name
 
@@ -225,8 +226,16 @@ def _int(value: str, default: int = 0) -> int:
         return default
 
 
+# A consumer catching up reads 100,000s of entries a second, of a few thousand
+# processes and seconds: what they have in common is made once (a third of the time).
+@functools.lru_cache(maxsize=65536)
 def _iso(value: str) -> Optional[str]:
     return iso_utc(_int(value)) if value else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _identity_items(host: str, name: str) -> Tuple[Tuple[str, Any], ...]:
+    return tuple(proc_identity(host, name).items())
 
 
 def message_from_entry(fields: Mapping[str, str]) -> Dict[str, Any]:
@@ -236,7 +245,8 @@ def message_from_entry(fields: Mapping[str, str]) -> Dict[str, Any]:
     ValueError on an entry that is not one of raptor's."""
     host, name, event = fields["host"], fields["name"], fields["event"]
     group = fields.get("group") or name
-    message: Dict[str, Any] = {"event": event, **proc_identity(host, name)}
+    message: Dict[str, Any] = {"event": event}
+    message.update(_identity_items(host, name))
     if event == "PROCESS_GROUP_REMOVED":
         message.update(
             {"time": _iso(fields.get("now", "")), "payload_headers": {"groupname": group}, "payload_data": ""}

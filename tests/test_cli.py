@@ -1,4 +1,4 @@
-"""The fleet view against real publishers: status, tail, follow, watch rendering."""
+"""The fleet view against real publishers: status, tail, history, follow, watch rendering."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from raptor.consumer.fleet import Apply, Fleet
 from raptor.consumer.follow import Follower, make_client, next_message
 from raptor.consumer.watch import describe_live, render
 from raptor.keys import DEFAULT_CHANNEL as CHANNEL
-from raptor.keys import meta_key, snapshot_key
+from raptor.keys import FLEET_HISTORY, meta_key, snapshot_key
 
 pytestmark = pytest.mark.integration
 
@@ -98,52 +98,57 @@ def test_status_of_a_healthy_fleet(redis_server: RedisServer, start_supervisord:
     assert [h["host"] for h in as_json["hosts"]] == ["web2"]
 
 
-def test_tail_prints_json_lines_and_ignores_non_json(
+def stream_end(client: Any) -> str:
+    """The id of the history's last entry (the publisher has written some)."""
+    ((entry_id, _),) = client.xrevrange(FLEET_HISTORY, count=1)
+    return str(entry_id.decode())
+
+
+def test_tail_prints_json_lines_and_skips_foreign_entries(
     redis_server: RedisServer, start_supervisord: Supervisords
 ) -> None:
     sup = start_supervisord(velociraptor_names(2), redis_server.url, hostname="web3")
     wait_for(sup.programs_running, 30, "programs to run")
-    tail = subprocess.Popen(
-        [
-            str(BIN / "raptor"),
-            "tail",
-            "--redis-url",
-            redis_server.url,
-            "--event",
-            "PROCESS_STATE_*",
-            "--count",
-            "4",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     client = redis_server.client()
-    wait_for(lambda: client.pubsub_numsub(CHANNEL)[0][1] > 0, 10, "tail to subscribe")
-    client.publish(CHANNEL, "flush")
+    wait_for(lambda: not snapshot_differences(client, "web3", sup), 10, "snapshot")
+    since = "(" + stream_end(client)  # what comes after: no waiting for tail to be ready
+    client.xadd(FLEET_HISTORY, {"not": "raptor's"})
     assert sup.ctl("restart", sup.programs[0]).returncode == 0
-    out, _ = tail.communicate(timeout=20)
-    events = [json.loads(line) for line in out.splitlines()]
+    tail = raptor("tail", "--redis-url", redis_server.url, "--since", since, "--event", "PROCESS_STATE_*",
+                  "--count", "4")  # fmt: skip
+    assert tail.returncode == 0, tail.stderr
+    events = [json.loads(line) for line in tail.stdout.splitlines()]
     assert [e["statename"] for e in events] == ["STOPPING", "STOPPED", "STARTING", "RUNNING"]
     assert {e["host"] for e in events} == {"web3"}
+    assert {e["name"] for e in events} == {sup.programs[0]}
+    (skipped,) = tail.stderr.splitlines()
+    assert skipped.startswith("raptor tail: skipping history entries that are not raptor's (the first: ")
 
 
-def test_tail_says_on_stderr_how_many_messages_of_a_run_it_missed(redis_server: RedisServer) -> None:
-    tail = subprocess.Popen(
-        [str(BIN / "raptor"), "tail", "--redis-url", redis_server.url, "--count", "5"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_history_and_status_count_a_real_publishers_restarts(
+    redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
+    sup = start_supervisord(velociraptor_names(2), redis_server.url, hostname="web5")
+    wait_for(sup.programs_running, 30, "programs to run")
     client = redis_server.client()
-    wait_for(lambda: client.pubsub_numsub(CHANNEL)[0][1] > 0, 10, "tail to subscribe")
-    # seq 3-4 lost, 5 re-sent (not a gap), then a new listener run (nothing known of it)
-    sent = [("run-a", 1), ("run-a", 2), ("run-a", 5), ("run-a", 5), ("run-b", 7)]
-    for run_id, seq in sent:
-        message = {"event": "PROCESS_STATE_RUNNING", "host": "web1", "name": "p", "run_id": run_id, "seq": seq}
-        client.publish(CHANNEL, json.dumps(message))
-    out, err = tail.communicate(timeout=20)
-    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 5, 5, 7]
-    assert err.splitlines() == ["raptor tail: 2 messages from web1 missed before seq 5"]
+    program = sup.programs[1]
+    for _ in range(2):
+        assert sup.ctl("restart", program).returncode == 0
+    wait_for(lambda: not snapshot_differences(client, "web5", sup), 10, "snapshot")
+    history = raptor("history", "web5", program, "--json", "--redis-url", redis_server.url)
+    assert history.returncode == 0, history.stderr
+    (summary,) = json.loads(history.stdout)["processes"]
+    assert (summary["process"], summary["restarts"], summary["crashes"], summary["state"]) == (
+        program, 2, 0, "RUNNING"
+    )  # fmt: skip
+    status = raptor("status", "--redis-url", redis_server.url, "--host", "web5")
+    assert status.returncode == 0, status.stderr
+    summary_table, procs = status.stdout.split("\n\n")
+    header, row = (line.split() for line in summary_table.splitlines())
+    assert row[header.index("RESTARTS")] == "2"
+    restarts = {line.split()[1]: line.split()[4] for line in procs.splitlines()[1:]}
+    assert restarts[program] == "2"
+    assert restarts[sup.programs[0]] == "0"
 
 
 def test_a_message_arriving_in_parts_is_read_whole_and_nothing_is_dropped(redis_server: RedisServer) -> None:
@@ -183,7 +188,7 @@ def test_follower_survives_a_redis_restart_and_resyncs(
     redis_server: RedisServer, start_supervisord: Supervisords
 ) -> None:
     sup = start_supervisord(velociraptor_names(5), redis_server.url, hostname="web4")
-    follower = Follower(make_client(redis_server.url), CHANNEL)
+    follower = Follower(make_client(redis_server.url))
     stop = threading.Event()
     thread = threading.Thread(target=follower.run, kwargs={"should_stop": stop.is_set, "poll": 0.05}, daemon=True)
     try:

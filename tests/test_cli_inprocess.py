@@ -1,8 +1,9 @@
 """``raptor`` driven in-process, ``main(argv, out, err, stop)``, against a real redis-server.
 
-Snapshots and meta records are written with raptor.keys' helpers; ``tail`` and
-``watch`` run in a thread and end through ``--count`` or the ``stop`` event, and
-every wait has a deadline.
+Snapshots and meta records are written with raptor.keys' helpers, history entries as
+the publisher writes them (tests.test_stream_follow.FakePublisher, or history_entry);
+``tail`` and ``watch`` run in a thread and end through ``--count`` or the ``stop``
+event, and every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import redis
 
-from harness import RedisServer, free_port, wait_for
+from harness import RedisServer, TcpProxy, free_port, wait_for
 from raptor import keys
 from raptor.consumer.cli import main
 from raptor.consumer.follow import Subscriber, make_client
+from raptor.messages import history_entry, message_from_entry
 
 pytestmark = pytest.mark.integration
 
@@ -91,10 +94,28 @@ def subscribed(client: redis.Redis, count: int = 1) -> bool:
     return bool(client.pubsub_numsub(CHANNEL)[0][1] >= count)
 
 
+def reading(client: redis.Redis) -> bool:
+    """A consumer waits in XREAD BLOCK on the history stream: it took its position."""
+    return any(c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in client.client_list())
+
+
 def state(seq: int, *, host: str = "web1", run_id: str = "run-a", name: str = "worker") -> Dict[str, Any]:
     return {"event": "PROCESS_STATE_RUNNING", "host": host, "name": name, "statename": "RUNNING",
             "from_state": "STARTING", "pid": 100 + seq, "now": "2026-11-24T13:18:22+00:00",
-            "run_id": run_id, "seq": seq}  # fmt: skip
+            "run_id": run_id, "seq": seq, "resync": False}  # fmt: skip
+
+
+def add(client: redis.Redis, message: Dict[str, Any], entry_id: str = "*") -> str:
+    """*message* appended to the history as the publisher appends it; its entry id."""
+    entry = history_entry(message)  # type: ignore[arg-type]
+    added = client.xadd(keys.FLEET_HISTORY, entry, id=entry_id)  # type: ignore[arg-type]
+    client.xadd(keys.history_key(message["host"]), entry, id=added)  # type: ignore[arg-type]
+    return str(added.decode() if isinstance(added, bytes) else added)
+
+
+def printed(entry_id: str, message: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``tail`` prints of an entry: the message the stream gives back, and the id."""
+    return {**message_from_entry(history_entry(message)), "entry_id": entry_id}  # type: ignore[arg-type]
 
 
 # -- status ------------------------------------------------------------------------------
@@ -108,10 +129,10 @@ def test_status_table(redis_server: RedisServer) -> None:
     code, out, err = run("status", "--redis-url", redis_server.url)
     assert (code, err) == (0, "")
     rows = [line.split() for line in out.splitlines()]
-    assert rows[0] == ["HOST", "PROCS", "RUNNING", "STOPPED", "REFRESHED", "STATUS"]
-    assert rows[1][:4] == ["gone", "1", "1", "0"]
+    assert rows[0] == ["HOST", "PROCS", "RUNNING", "STOPPED", "RESTARTS", "REFRESHED", "STATUS"]
+    assert rows[1][:5] == ["gone", "1", "1", "0", "0"]
     assert rows[1][-1] == "STALE"
-    assert rows[2][:4] == ["web1", "2", "1", "1"]
+    assert rows[2][:5] == ["web1", "2", "1", "1", "0"]
     assert rows[2][-2:] == ["ago", "ok"]
     code, out, _ = run("status", "--redis-url", redis_server.url, "--host", "web*")
     summary, detail = out.split("\n\n")
@@ -160,6 +181,8 @@ def test_status_json_keeps_its_shape(redis_server: RedisServer) -> None:
         "run_id": "run-9",
         "seq": 12,
         "supervisord_id": "b00t:1",
+        "restarts_1h": 0,
+        "process_restarts_1h": {},
     }
     assert report["duplicates"] == []
     assert report["duplicate_basis"] == []
@@ -207,69 +230,122 @@ def test_a_bad_url_is_exit_2_and_names_the_option() -> None:
 # -- tail --------------------------------------------------------------------------------
 
 
-def test_tail_prints_what_is_published_while_it_runs(redis_server: RedisServer) -> None:
+def test_tail_prints_the_entries_added_while_it_runs(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    client.publish(CHANNEL, json.dumps(state(1)))  # before tail: nobody hears it
+    add(client, state(1))  # before tail: not printed (tail starts at the end)
     tail = Background("tail", "--redis-url", redis_server.url, "--event", "PROCESS_STATE_*", "--count", "3")
-    wait_for(lambda: subscribed(client), 10, "tail to subscribe")
-    texts = [json.dumps(state(seq), indent=None, separators=(", ", ": ")) for seq in (2, 4, 5)]
-    client.publish(CHANNEL, "flush")  # other subscribers' plain strings: skipped
-    client.publish(CHANNEL, texts[0])
-    client.publish(CHANNEL, json.dumps({"event": "PROCESS_GROUP_REMOVED", "host": "web1", "name": "x",
-                                        "run_id": "run-a", "seq": 3}))  # fmt: skip
-    client.publish(CHANNEL, texts[1])
-    client.publish(CHANNEL, texts[2])
+    wait_for(lambda: reading(client), 10, "tail to read the stream")
+    foreign = client.xadd(keys.FLEET_HISTORY, {"what": "not raptor's"}).decode()  # skipped, said once
+    ids = [add(client, state(2))]
+    client.xadd(keys.FLEET_HISTORY, {"what": "nor this"})
+    add(client, {"event": "PROCESS_GROUP_REMOVED", "host": "web1", "name": "x", "time": None, "run_id": "run-a",
+                 "seq": 3, "resync": False, "payload_headers": {"groupname": "x"}})  # fmt: skip
+    ids += [add(client, state(seq)) for seq in (4, 5)]
     assert tail.finish() == 0
-    assert tail.lines() == texts  # as published, byte for byte; the removal filtered out
-    assert tail.errors() == []
+    assert [json.loads(line) for line in tail.lines()] == [
+        printed(ids[0], state(2)),  # the removal filtered out
+        printed(ids[1], state(4)),
+        printed(ids[2], state(5)),
+    ]
+    assert tail.errors() == [
+        f"raptor tail: skipping history entries that are not raptor's (the first: {foreign}, KeyError: 'host')",
+        "raptor tail: 2 history entries skipped in all",
+    ]
 
 
 def test_tail_line_format_and_host_filter(redis_server: RedisServer) -> None:
     client = redis_server.client()
     tail = Background("tail", "--redis-url", redis_server.url, "--host", "db*", "--format", "line")
-    wait_for(lambda: subscribed(client), 10, "tail to subscribe")
-    client.publish(CHANNEL, json.dumps(state(1, host="web1")))
-    client.publish(CHANNEL, json.dumps(state(1, host="db1")))
+    wait_for(lambda: reading(client), 10, "tail to read the stream")
+    add(client, state(1, host="web1"))
+    add(client, state(1, host="db1"))
     wait_for(tail.lines, 10, "tail to print")
     assert tail.finish(stop=True) == 0  # the stop event ends a tail without --count
     assert tail.lines() == ["13:18:22  db1  worker  STARTING -> RUNNING (pid 101)"]
 
 
-def test_tail_says_how_many_messages_of_a_run_it_missed(redis_server: RedisServer) -> None:
+def test_tail_since_an_entry_or_a_while_ago(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    tail = Background("tail", "--redis-url", redis_server.url, "--count", "7")
-    wait_for(lambda: subscribed(client), 10, "tail to subscribe")
-    # web1: 3-4 lost, 5 re-sent (not a gap), then a new run (nothing known of it);
-    # web2 joins mid-run (nothing known before it), then loses 9.
-    sent = [("web1", "run-a", 1), ("web1", "run-a", 2), ("web2", "run-x", 7), ("web1", "run-a", 5),
-            ("web1", "run-a", 5), ("web1", "run-b", 7), ("web2", "run-x", 9)]  # fmt: skip
-    for host, run_id, seq in sent:
-        client.publish(CHANNEL, json.dumps(state(seq, host=host, run_id=run_id)))
+    now_ms = int(client.time()[0]) * 1000
+    old = [add(client, state(seq), entry_id=f"{now_ms - 7_200_000 + seq}-0") for seq in (1, 2)]  # 2 h ago
+    recent = [add(client, state(seq)) for seq in (3, 4)]
+
+    def tail_since(since: str, count: int) -> List[int]:
+        tail = Background("tail", "--redis-url", redis_server.url, "--since", since, "--count", str(count))
+        assert tail.finish() == 0
+        assert tail.errors() == []
+        return [json.loads(line)["seq"] for line in tail.lines()]
+
+    assert tail_since("1h", 2) == [3, 4]
+    assert tail_since("3h", 4) == [1, 2, 3, 4]
+    assert tail_since("180m", 4) == [1, 2, 3, 4]
+    assert tail_since(old[1], 3) == [2, 3, 4]  # from that entry on
+    assert tail_since(f"({old[1]}", 2) == [3, 4]  # after it
+    assert tail_since(recent[1], 1) == [4]
+    # and then live
+    tail = Background("tail", "--redis-url", redis_server.url, "--since", recent[0], "--count", "3")
+    wait_for(lambda: len(tail.lines()) == 2, 10, "the history")
+    add(client, state(5))
     assert tail.finish() == 0
-    assert [json.loads(line)["seq"] for line in tail.lines()] == [1, 2, 7, 5, 5, 7, 9]
-    assert tail.errors() == [
-        "raptor tail: 2 messages from web1 missed before seq 5",
-        "raptor tail: 1 messages from web2 missed before seq 9",
-    ]
+    assert [json.loads(line)["seq"] for line in tail.lines()] == [3, 4, 5]
 
 
-def test_tail_reconnects_after_a_redis_restart_and_counts_what_it_lost(redis_server: RedisServer) -> None:
+def test_tail_rejects_a_bad_since() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["tail", "--since", "yesterday", "--redis-url", "redis://127.0.0.1:1/0"], io.StringIO(), io.StringIO())
+    assert exit_.value.code == 2
+
+
+def test_tail_resumes_after_a_redis_restart_without_loss(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        client = server.client()
+        tail = Background("tail", "--redis-url", server.url, "--count", "3")
+        wait_for(lambda: reading(client), 10, "tail to read the stream")
+        add(client, state(1))
+        wait_for(tail.lines, 10, "the first entry")
+        server.stop()  # its data kept: the stream comes back as it was
+        wait_for(lambda: any("Redis unreachable" in line for line in tail.errors()), 10, "tail to notice")
+        server.start()
+        client = server.client()
+        add(client, state(2))
+        add(client, state(3))
+        assert tail.finish(15) == 0
+        assert [json.loads(line)["seq"] for line in tail.lines()] == [1, 2, 3]
+        errors = tail.errors()
+        assert errors[0].startswith("raptor tail: Redis unreachable (ConnectionError: ")
+        assert errors[1:] == ["raptor tail: reconnected to Redis"]
+
+
+def test_tail_resumes_after_a_cut_and_says_what_retention_dropped(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    tail = Background("tail", "--redis-url", redis_server.url, "--count", "2")
-    wait_for(lambda: subscribed(client), 10, "tail to subscribe")
-    client.publish(CHANNEL, json.dumps(state(1)))
-    wait_for(tail.lines, 10, "the first message")
-    redis_server.stop(kill=True)
-    wait_for(lambda: any("Redis unreachable" in line for line in tail.errors()), 10, "tail to notice")
-    redis_server.start()
-    client = redis_server.client()
-    wait_for(lambda: subscribed(client), 15, "tail to subscribe again")
-    client.publish(CHANNEL, json.dumps(state(4)))  # 2 and 3 went out while Redis was away
-    assert tail.finish() == 0
-    assert [json.loads(line)["seq"] for line in tail.lines()] == [1, 4]
+    with TcpProxy(redis_server.port) as proxy:
+        tail = Background("tail", "--redis-url", f"redis://127.0.0.1:{proxy.port}/0", "--count", "5")
+        wait_for(lambda: reading(client), 10, "tail to read the stream")
+        add(client, state(1))
+        wait_for(tail.lines, 10, "the first entry")
+        proxy.cut()
+        wait_for(tail.errors, 10, "tail to notice")
+        for seq in (2, 3):  # added while tail cannot read: printed once it can
+            add(client, state(seq))
+        proxy.start()
+        wait_for(lambda: len(tail.lines()) == 3, 15, "the entries added during the cut")
+        read_up_to = json.loads(tail.lines()[-1])["entry_id"]
+        proxy.cut()
+        wait_for(lambda: len(tail.errors()) == 3, 10, "tail to notice the second cut")
+        for seq in range(4, 9):
+            add(client, state(seq))
+        client.xtrim(keys.FLEET_HISTORY, maxlen=2, approximate=False)  # 4-6 never read
+        proxy.start()
+        assert tail.finish(15) == 0
+    assert [json.loads(line)["seq"] for line in tail.lines()] == [1, 2, 3, 7, 8]
+    first_kept = json.loads(tail.lines()[3])["entry_id"]
     errors = tail.errors()
-    assert errors[0].startswith("raptor tail: Redis unreachable (ConnectionError: ")
-    assert errors[1:] == ["raptor tail: reconnected to Redis", "raptor tail: 2 messages from web1 missed before seq 4"]
+    assert errors[1] == errors[3] == "raptor tail: reconnected to Redis"
+    assert errors[4] == (
+        f"raptor tail: 3 entries after {read_up_to} lost to retention (trimmed before they were read), "
+        f"resuming at {first_kept}"
+    )
+    assert len(errors) == 5
 
 
 class Refusing:
@@ -324,7 +400,7 @@ def test_watch_draws_the_fleet_and_stops_on_the_event(
     write_host(client, "web1", {NAMES[0]: 42}, refreshed=time.time())
     watch = Background("watch", "--redis-url", redis_server.url)
     wait_for(lambda: "1 host, 1 processes" in watch.out.getvalue(), 10, "watch to draw the fleet")
-    client.publish(CHANNEL, json.dumps(state(5, run_id="run-1", name=NAMES[0])))  # run-1's next seq
+    add(client, state(5, run_id="run-1", name=NAMES[0]))  # run-1's next seq
     wait_for(lambda: "105" in watch.out.getvalue(), 10, "watch to draw the change")
     assert watch.finish(stop=True) == 0
 

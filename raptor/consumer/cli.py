@@ -1,43 +1,66 @@
 """``raptor``: the fleet as the publishers put it in Redis.
 
-raptor status [--json] [--host GLOB] [--app NAME]   one row per host; exit 1 on duplicates
-raptor watch  [--host GLOB] [--app NAME]            live full-screen view
-raptor tail   [--event GLOB] [--host GLOB] [--count N] [--format json|line]
-                                                    messages as they are published
+raptor status  [--json] [--host GLOB] [--app NAME]  one row per host; exit 1 on duplicates
+raptor watch   [--host GLOB] [--app NAME]           live full-screen view
+raptor tail    [--since 10m|2h|1d|30s|ENTRY_ID] [--event GLOB] [--host GLOB] [--count N]
+               [--format json|line]                 transitions as they happen
+raptor history HOST [PROGRAM] [--since 24h|ENTRY_ID] [--json]
+                                                    one host's transitions, restarts, crashes
 
-Exit codes: 0 ok, 1 duplicate hosts (status), 2 bad configuration or Redis unreachable
-(one line on stderr). ``raptor tail`` runs until interrupted, or until it has printed
-``--count`` messages; it says on stderr how many messages of a listener run it missed
-(pub/sub loses what is published while a subscriber reconnects) and when Redis goes
-away and comes back. ``watch`` and ``tail`` reconnect on their own, with backoff.
+Exit codes: 0 ok, 1 duplicate hosts (status) or unknown host (history), 2 bad
+configuration or Redis unreachable (one line on stderr).
 
-:func:`main` takes its streams and, for callers that run it in a thread, a ``stop``
-event that ends ``tail`` and ``watch`` cleanly.
+``tail`` and ``watch`` read the history stream (``proc_history``): after Redis went
+away they resume after the last entry they read, so they lose nothing unless
+retention trimmed it first, which ``tail`` then says on stderr (how many entries).
+``tail`` starts at the end (live only) unless given ``--since``: a duration back from
+now (Redis' clock) or an entry id (from it on; ``(ID`` for after it), and runs until
+interrupted or until it has printed ``--count`` lines. ``history`` reads
+``host_history:<HOST>`` only. ``status`` counts each host's restarts of the last hour
+from the same streams (RESTARTS; see :mod:`raptor.consumer.history` for what counts).
+
+Everything printed that comes from Redis has its control characters escaped
+(:mod:`raptor.consumer.text`). :func:`main` takes its streams and, for callers that run
+it in a thread, a ``stop`` event that ends ``tail`` and ``watch`` cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import os
+import re
 import sys
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import redis
 
-from .. import __version__
+from .. import __version__, keys
 from ..config import ConfigError, redact_url, validate_redis_url
 from ..keys import DEFAULT_CHANNEL
+from ..names import parse_proc_name
 from .fleet import Duplicate, Fleet, Host, describe_duplicate, state_order
-from .follow import Follower, Subscriber, make_client
-from .seq import Seen, SeqTracker
+from .follow import Follower, make_client
+from .history import Transition, analyze, clock, iso, process_label, report, select
+from .stream import (
+    EntryDecoder,
+    Gap,
+    StreamReader,
+    id_at,
+    id_before,
+    id_time,
+    parse_id,
+    read_range,
+    read_ranges,
+    server_time,
+)
+from .text import json_text, printable
 
 EXIT_OK, EXIT_DUPLICATES, EXIT_ERROR = 0, 1, 2
+EXIT_UNKNOWN_HOST = 1
 
 
 @dataclass
@@ -61,35 +84,92 @@ def _age(seconds: Optional[float]) -> str:
 
 
 def _table(rows: List[List[str]], out: TextIO) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
-def print_status(hosts: List[Host], duplicates: List[Duplicate], detail: bool, out: TextIO, now: float) -> None:
+# -- restarts of the last hour (status) ------------------------------------------------------
+
+RESTARTS_WINDOW = 3600.0
+
+
+def transitions_of(entries: Iterable[Tuple[str, Mapping[str, str]]]) -> List[Transition]:
+    """History entries as transitions; entries that are not raptor's are skipped."""
+    found = []
+    decode = EntryDecoder()
+    for entry_id, fields in entries:
+        try:
+            message = decode(fields)
+            found.append(Transition.from_message(entry_id, message, id_time(entry_id)))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return found
+
+
+def recent_restarts(
+    client: redis.Redis, hosts: Sequence[str], now: float, app: Optional[str] = None
+) -> Dict[str, Dict[str, int]]:
+    """Per host, per process: restarts within the last hour (one pipelined XRANGE per
+    host); with *app*, only the processes of that app_name."""
+    since = now - RESTARTS_WINDOW
+    entries = read_ranges(client, {keys.history_key(host): id_at(since) for host in hosts})
+    found: Dict[str, Dict[str, int]] = {}
+    for host in hosts:
+        transitions = transitions_of(entries[keys.history_key(host)])
+        if app is not None:
+            transitions = [t for t in transitions if parse_proc_name(t.name).app_name == app]
+        found[host] = {p: s.restarts for p, s in analyze(transitions, since, now).items()}
+    return found
+
+
+def print_status(
+    hosts: List[Host],
+    duplicates: List[Duplicate],
+    *,
+    detail: bool,
+    out: TextIO,
+    now: float,
+    restarts: Optional[Mapping[str, Mapping[str, int]]] = None,
+) -> None:
+    restarts = restarts or {}
     if not hosts:
         out.write("no hosts publish to this Redis (no host_procs:* keys)\n")
     else:
         states = sorted({s for h in hosts for s in h.counts()}, key=state_order)
-        rows = [["HOST", "PROCS", *states, "REFRESHED", "STATUS"]]
+        rows = [["HOST", "PROCS", *states, "RESTARTS", "REFRESHED", "STATUS"]]
         for host in hosts:
             counts = host.counts()
             status = "STALE" if host.stale(now) else "ok"
+            restarted = str(sum(restarts.get(host.name, {}).values()))
             rows.append(
-                [host.name, str(len(host.procs)), *(str(counts.get(s, 0)) for s in states), _age(host.age(now)), status]
+                [
+                    host.name,
+                    str(len(host.procs)),
+                    *(str(counts.get(s, 0)) for s in states),
+                    restarted,
+                    _age(host.age(now)),
+                    status,
+                ]
             )
         _table(rows, out)
         if detail:
             out.write("\n")
-            rows = [["HOST", "PROCESS", "STATE", "PID", "DESCRIPTION"]]
+            rows = [["HOST", "PROCESS", "STATE", "PID", "RESTARTS", "DESCRIPTION"]]
             for host in hosts:
+                by_process = restarts.get(host.name, {})
                 for name in sorted(host.procs):
                     proc = host.procs[name]
                     pid = str(proc.get("pid") or "-")
-                    rows.append([host.name, name, str(proc.get("statename")), pid, str(proc.get("description", ""))])
+                    label = process_label(name, str(proc.get("group") or ""))
+                    restarted = str(by_process.get(label, 0))
+                    rows.append(
+                        [host.name, name, str(proc.get("statename")), pid, restarted, str(proc.get("description", ""))]
+                    )
             _table(rows, out)
     for duplicate in duplicates:
-        out.write(describe_duplicate(duplicate) + "\n")
+        out.write(printable(describe_duplicate(duplicate)) + "\n")
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
@@ -99,16 +179,24 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     hosts = fleet.select(args.host, args.app)
     duplicates = fleet.find_duplicates()
     now = time.time()
+    restarts = recent_restarts(ctx.client, [h.name for h in hosts], server_time(ctx.client), args.app)
     if args.json:
-        json.dump(Fleet.as_json(hosts, duplicates, now), out, indent=2, ensure_ascii=False)
-        out.write("\n")
+        report = Fleet.as_json(hosts, duplicates, now)
+        for host in report["hosts"]:
+            by_process = restarts.get(host["host"], {})
+            host["restarts_1h"] = sum(by_process.values())
+            host["process_restarts_1h"] = {p: n for p, n in sorted(by_process.items()) if n}
+        out.write(json_text(report, indent=2) + "\n")
     else:
-        print_status(hosts, duplicates, detail=bool(args.host or args.app), out=out, now=now)
+        print_status(hosts, duplicates, detail=bool(args.host or args.app), out=out, now=now, restarts=restarts)
     return EXIT_DUPLICATES if duplicates else EXIT_OK
 
 
+# -- tail -----------------------------------------------------------------------------------
+
+
 def format_line(message: Dict[str, Any]) -> str:
-    """One human-readable line: time, host, process, transition, pid."""
+    """One human-readable line: time, host, process, transition, pid (control characters escaped)."""
     when = str(message.get("now") or message.get("time") or "")[11:19]
     event = str(message.get("event", ""))
     if event == "PROCESS_GROUP_REMOVED":
@@ -119,48 +207,145 @@ def format_line(message: Dict[str, Any]) -> str:
         if message.get("pid"):
             change += f" (pid {message['pid']})"
     resync = "  [resync]" if message.get("resync") else ""
-    return f"{when}  {message.get('host')}  {message.get('name')}  {change}{resync}"
+    return printable(f"{when}  {message.get('host')}  {message.get('name')}  {change}{resync}")
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_argument(text: str) -> Tuple[str, Any]:
+    """``--since``: ("duration", seconds) for 10m/2h/1d/30s, ("id", position) for an entry
+    id (the position just before it; ``(ID``: the id itself, i.e. after it)."""
+    match = DURATION.match(text)
+    if match:
+        return "duration", float(match.group(1)) * UNITS[match.group(2)]
+    try:
+        if text.startswith("("):
+            parse_id(text[1:])
+            return "id", text[1:]
+        return "id", id_before(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a duration (30s, 10m, 2h, 1d) or a history entry id (1732454302000-0)"
+        ) from None
+
+
+def since_position(client: redis.Redis, since: Tuple[str, Any], now: Optional[float] = None) -> str:
+    """The position to read after, for a parsed ``--since`` (a duration back from *now*,
+    by default Redis' clock)."""
+    kind, value = since
+    if kind == "duration":
+        return id_before(id_at((server_time(client) if now is None else now) - float(value)))
+    return str(value)
 
 
 def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
     printed = 0
-    runs: Dict[str, SeqTracker] = defaultdict(SeqTracker)  # per host: which messages arrived
-    subscriber = Subscriber(ctx.client, args.channel)
+    start = since_position(ctx.client, args.since) if args.since else None
+    reader = StreamReader(ctx.client, keys.FLEET_HISTORY, start=start)
     went_down = False
 
-    def on_message(message: Dict[str, Any], text: str) -> None:
+    def on_message(message: Dict[str, Any], entry_id: str) -> None:
         nonlocal printed
-        host = message.get("host")
-        if isinstance(host, str):
-            verdict = runs[host].observe(message.get("run_id"), message.get("seq"))
-            if verdict.seen is Seen.GAP:
-                ctx.err.write(
-                    f"raptor tail: {verdict.missed} messages from {host} missed before seq {message['seq']}\n"
-                )
-                ctx.err.flush()
+        if args.count is not None and printed >= args.count:
+            return
         if args.event and not fnmatch.fnmatchcase(str(message.get("event", "")), args.event):
             return
-        if args.host and not fnmatch.fnmatchcase(str(host or ""), args.host):
+        if args.host and not fnmatch.fnmatchcase(str(message.get("host") or ""), args.host):
             return
-        ctx.out.write((format_line(message) if args.format == "line" else text) + "\n")
+        if args.format == "line":
+            ctx.out.write(format_line(message) + "\n")
+        else:
+            ctx.out.write(json_text({**message, "entry_id": entry_id}) + "\n")
         ctx.out.flush()
         printed += 1
+
+    def on_gap(gap: Gap) -> None:
+        ctx.err.write(f"raptor tail: {printable(gap.describe())}\n")
+        ctx.err.flush()
+
+    def on_skip(entry_id: str, error: Exception) -> None:
+        if reader.unparsed == 1:
+            what = printable(f"{entry_id}, {type(error).__name__}: {error}")
+            ctx.err.write(f"raptor tail: skipping history entries that are not raptor's (the first: {what})\n")
+            ctx.err.flush()
 
     def on_state(connected: bool) -> None:
         nonlocal went_down
         if not connected:
-            ctx.err.write(f"raptor tail: Redis unreachable ({subscriber.last_error}), reconnecting\n")
+            ctx.err.write(f"raptor tail: Redis unreachable ({printable(reader.last_error)}), reconnecting\n")
             went_down = True
         elif went_down:
             ctx.err.write("raptor tail: reconnected to Redis\n")
         ctx.err.flush()
 
-    subscriber.run(
+    reader.run(
         on_message,
+        on_gap=on_gap,
+        on_skip=on_skip,
         on_state=on_state,
         should_stop=lambda: args.count is not None and printed >= args.count,
         stop=ctx.stop,
     )
+    if reader.unparsed > 1:
+        ctx.err.write(f"raptor tail: {reader.unparsed} history entries skipped in all\n")
+    return EXIT_OK
+
+
+# -- history ----------------------------------------------------------------------------------
+
+
+def _when(epoch: float) -> str:
+    return iso(epoch)[:19].replace("T", " ")
+
+
+def print_history(
+    host: str, program: Optional[str], transitions: Sequence[Transition], *, since: float, until: float, out: TextIO
+) -> None:
+    what = f"{host} {program}" if program else host
+    out.write(printable(f"{what}: {len(transitions)} transitions from {_when(since)} to {_when(until)} UTC") + "\n\n")
+    rows = [["TIME", "PROCESS", "TRANSITION", "PID", "EXIT"]]
+    for t in transitions:
+        if t.to_state is None:
+            change = "removed"
+        else:
+            change = f"{t.from_state or '?'} -> {t.to_state}" + ("  [resync]" if t.resync else "")
+        exit_status = ""
+        if t.to_state == "EXITED":
+            said = {True: " (expected)", False: " (unexpected)", None: ""}[t.expected]
+            exit_status = f"{t.exitstatus}{said}"
+        rows.append([_when(t.at), t.process, change, str(t.pid or "-"), exit_status])
+    _table(rows, out)
+    out.write("\n")
+    summaries = analyze(transitions, since, until)
+    rows = [["PROCESS", "RESTARTS", "CRASHES", "NOT RUNNING", "STATE"]]
+    for name in sorted(summaries):
+        s = summaries[name]
+        rows.append([name, str(s.restarts), str(s.crashes), clock(s.not_running_s), s.state or "-"])
+    _table(rows, out)
+
+
+def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
+    client, host = ctx.client, args.host
+    key = keys.history_key(host)
+    if not client.exists(key, keys.snapshot_key(host), keys.meta_key(host)):
+        found = "no history, snapshot or meta record of it in this Redis"
+        ctx.err.write(printable(f"raptor history: unknown host {host}: {found}") + "\n")
+        return EXIT_UNKNOWN_HOST
+    until = server_time(client)
+    position = since_position(client, args.since, until)
+    since = max(0.0, id_time(position)) if args.since[0] == "id" else until - float(args.since[1])
+    start = "(" + position if position != "0-0" else "-"
+    transitions = select(transitions_of(read_range(client, key, start)), args.program)
+    if args.json:
+        ctx.out.write(json_text(report(host, args.program, transitions, since, until), indent=2) + "\n")
+        return EXIT_OK
+    if not transitions:
+        what = f"{host} {args.program}" if args.program else host
+        ctx.out.write(printable(f"{what}: no transitions from {_when(since)} to {_when(until)} UTC") + "\n")
+        return EXIT_OK
+    print_history(host, args.program, transitions, since=since, until=until, out=ctx.out)
     return EXIT_OK
 
 
@@ -189,14 +374,32 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--host", help="only hosts matching this glob")
     watch.add_argument("--app", help="only procs of this app_name")
     watch.set_defaults(func=cmd_watch)
-    tail = commands.add_parser("tail", parents=[common], help="print messages as JSON lines")
+    tail = commands.add_parser("tail", parents=[common], help="print transitions as they happen (JSON lines)")
+    tail.add_argument(
+        "--since",
+        type=since_argument,
+        metavar="WHEN",
+        help="first print the history from WHEN: 30s, 10m, 2h, 1d ago, or an entry id (default: live only)",
+    )
     tail.add_argument("--event", help="only events matching this glob, e.g. 'PROCESS_STATE_*'")
     tail.add_argument("--host", help="only hosts matching this glob")
     tail.add_argument("--count", type=int, metavar="N", help="stop after printing N messages (default: never)")
     tail.add_argument(
-        "--format", choices=("json", "line"), default="json", help="json: as published (default); line: for people"
+        "--format", choices=("json", "line"), default="json", help="json: the messages (default); line: for people"
     )
     tail.set_defaults(func=cmd_tail)
+    history = commands.add_parser("history", parents=[common], help="one host's transitions, restarts and crashes")
+    history.add_argument("host", metavar="HOST")
+    history.add_argument("program", metavar="PROGRAM", nargs="?", help="only this process (group:name or name)")
+    history.add_argument(
+        "--since",
+        type=since_argument,
+        default=("duration", 86400.0),
+        metavar="WHEN",
+        help="the window's start: 30s, 10m, 2h, 1d ago (default: 24h), or an entry id",
+    )
+    history.add_argument("--json", action="store_true", help="one JSON document: transitions and processes")
+    history.set_defaults(func=cmd_history)
     return parser
 
 

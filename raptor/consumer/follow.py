@@ -1,16 +1,21 @@
-"""Following the channel: the one consumer loop, and the fleet view kept current by it.
+"""Following the fleet: the pub/sub loop, and the fleet view kept current from the history stream.
 
-:class:`Subscriber` is the loop every consumer runs (``raptor tail``, ``raptor watch``,
-a raw recorder): subscribe, wait until Redis confirms the subscription, tell the
-consumer it is connected (the moment to load snapshots: nothing published from then
-on can be missed), hand on every JSON message read whole, and after a failure
-reconnect with redis-py's backoff and start over. It never sleeps a fixed time and
-stops on a callable or an event.
+:class:`Subscriber` is the loop over the pub/sub channel (what Velociraptor's dashboard
+reads; the tests' collector and raw recorders use it): subscribe, wait until Redis
+confirms the subscription, tell the consumer it is connected (the moment to load
+snapshots: nothing published from then on can be missed), hand on every JSON message
+read whole, and after a failure reconnect with redis-py's backoff and start over.
+What is published while it reconnects is lost. It never sleeps a fixed time and stops
+on a callable or an event.
 
-:class:`Follower` is the loop plus a :class:`~raptor.consumer.fleet.Fleet`: it loads
-every snapshot at each (re)connection, applies every message, and reloads one host
-after a gap or a listener restart (a message older than the snapshot is recognised by
-its seq and dropped).
+:class:`Follower` is a :class:`~raptor.consumer.fleet.Fleet` kept current from the
+history stream by a :class:`~raptor.consumer.stream.StreamReader` (``raptor watch``
+runs it): it takes the stream's end, loads every snapshot, then applies every entry
+after that end. After a disconnection it resumes after the last entry it applied, so
+nothing is lost and nothing reloaded. It reloads one host after a seq gap or a
+listener restart (an entry older than the snapshot is recognised by its seq and
+dropped), and every host when the reader reports a gap (retention trimmed entries it
+had not read, or the stream was reset).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any, Callable, Dict, Optional
 import redis
 from redis.backoff import AbstractBackoff, EqualJitterBackoff
 
+from .. import keys
 from .fleet import Apply, Fleet
+from .stream import Gap, StreamReader
 
 log = logging.getLogger("raptor.follow")
 RELOAD_EVERY = 30.0  # seconds: picks up hosts that publish nothing, and refresh ages
@@ -210,36 +217,40 @@ class Subscriber:
 
 
 class Follower:
-    """The fleet, kept current from the channel by a :class:`Subscriber`."""
+    """The fleet, kept current from the history stream by a :class:`StreamReader`.
+
+    ``channel`` is kept for callers of the pub/sub era; the entries come from *stream*.
+    Its state, readable from any thread: ``messages`` (entries read), ``resyncs`` (host
+    reloads after a seq gap or listener restart, and full reloads after a stream gap),
+    ``gaps`` (stream gaps: see :class:`~raptor.consumer.stream.Gap`), ``last_gap``.
+    """
 
     def __init__(
         self,
         client: redis.Redis,
-        channel: str,
+        channel: str = keys.DEFAULT_CHANNEL,
         fleet: Optional[Fleet] = None,
         *,
         backoff: Optional[AbstractBackoff] = None,
+        stream: str = keys.FLEET_HISTORY,
     ) -> None:
         self.fleet = fleet if fleet is not None else Fleet()
-        self.subscriber = Subscriber(client, channel, backoff=backoff)
-        self.messages = 0  # JSON messages read
-        self.resyncs = 0  # hosts reloaded after a gap or a listener restart
-
-    @property
-    def client(self) -> redis.Redis:
-        return self.subscriber.client
-
-    @property
-    def channel(self) -> str:
-        return self.subscriber.channel
+        self.client = client
+        self.channel = channel
+        self.reader = StreamReader(client, stream, backoff=backoff)
+        self.messages = 0  # entries read
+        self.resyncs = 0  # reloads: one host after a seq gap, all after a stream gap
+        self.gaps = 0
+        self.last_gap: Optional[Gap] = None
+        self._loaded = False  # the fleet is current as of the reader's position
 
     @property
     def connected(self) -> bool:
-        return self.subscriber.connected
+        return self.reader.connected
 
     @property
     def last_error(self) -> Optional[str]:
-        return self.subscriber.last_error
+        return self.reader.last_error
 
     def run(
         self,
@@ -250,32 +261,54 @@ class Follower:
         *,
         stop: Optional[threading.Event] = None,
         on_state: Callable[[bool], None] = _nothing,
+        on_gap: Callable[[Gap], None] = _nothing,
     ) -> None:
         """Follow until stopped; ``on_change(message)`` for each message that changed
-        the fleet. The other arguments are :meth:`Subscriber.run`'s."""
+        the fleet, ``on_gap(gap)`` after the fleet was reloaded for a stream gap. The
+        other arguments are :meth:`StreamReader.run`'s."""
         next_reload = 0.0
 
         def load() -> None:
             nonlocal next_reload
+            self._loaded = False
             self.fleet.load(self.client)
+            self._loaded = True
             next_reload = time.monotonic() + RELOAD_EVERY
 
         def reload_when_due() -> None:
             if time.monotonic() >= next_reload:
                 load()
 
-        def on_message(message: Message, text: str) -> None:
-            self.apply(message, on_change)
+        def on_connect() -> None:
+            # The first time, and after a reload Redis interrupted; otherwise the
+            # reader resumes where it was and the fleet is current.
+            if not self._loaded:
+                load()
+
+        def on_message(message: Message, entry_id: str) -> None:
+            try:
+                self.apply(message, on_change)
+            except REDIS_DOWN:
+                self._loaded = False  # the host's reload failed: reload all on return
+                raise
             reload_when_due()
 
+        def gap(found: Gap) -> None:
+            self.gaps += 1
+            self.last_gap = found
+            self.resyncs += 1
+            load()
+            on_gap(found)
+
         def idle() -> None:
-            if self.subscriber.connected:  # while Redis is away, on_connect reloads on its return
+            if self.reader.connected:  # while Redis is away, on_connect reloads on its return
                 reload_when_due()
             on_idle()
 
-        self.subscriber.run(
+        self.reader.run(
             on_message,
-            on_connect=load,
+            on_connect=on_connect,
+            on_gap=gap,
             on_state=on_state,
             on_idle=idle,
             should_stop=should_stop,

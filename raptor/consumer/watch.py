@@ -1,4 +1,8 @@
-"""``raptor watch``: the live fleet view (needs the ``cli`` extra: rich)."""
+"""``raptor watch``: the live fleet view (needs the ``cli`` extra: rich).
+
+It follows the history stream (:class:`~raptor.consumer.follow.Follower`): after Redis
+went away it resumes where it was. Every string from Redis is drawn as plain text
+(never console markup), its control characters escaped."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from rich.text import Text
 
 from .fleet import Fleet, describe_duplicate, state_order
 from .follow import Follower
+from .text import printable
 
 HIGHLIGHT_FOR = 3.0  # seconds a changed row stays highlighted
 STATE_STYLES = {
@@ -66,14 +71,14 @@ def render(
             counts[state] = counts.get(state, 0) + count
     summary = Text(f"raptor watch — {len(hosts)} host{'' if len(hosts) == 1 else 's'}, {total} processes  ")
     for state in sorted(counts, key=state_order):
-        summary.append(f"{state} {counts[state]}  ", style=STATE_STYLES.get(state, ""))
-    summary.append(f"  [{status}]", style="dim" if status == "live" else "bold red")
+        summary.append(printable(f"{state} {counts[state]}  "), style=STATE_STYLES.get(state, ""))
+    summary.append(printable(f"  [{status}]"), style="dim" if status == "live" else "bold red")
     lines: list[Any] = [summary]
     for duplicate in fleet.find_duplicates():
-        lines.append(Text(describe_duplicate(duplicate), style="bold red"))
+        lines.append(Text(printable(describe_duplicate(duplicate)), style="bold red"))
     stale = [h.name for h in hosts if h.stale(now)]
     if stale:
-        lines.append(Text(f"stale (no refresh for 2 ticks): {', '.join(stale)}", style="yellow"))
+        lines.append(Text(printable(f"stale (no refresh for 2 ticks): {', '.join(stale)}"), style="yellow"))
     table = Table(expand=True, show_edge=False, pad_edge=False)
     for column in ("host", "process", "state", "pid", "description"):
         table.add_column(column, no_wrap=column != "description")
@@ -82,12 +87,13 @@ def render(
             proc = host.procs[name]
             state = str(proc.get("statename"))
             row_style = "reverse" if now - changed.get(f"{host.name}-{name}", 0.0) < HIGHLIGHT_FOR else ""
+            # Text, not str: a str cell is read as console markup, and names are anyone's
             table.add_row(
-                host.name,
-                name,
-                Text(state, style=STATE_STYLES.get(state, "")),
-                str(proc.get("pid") or "-"),
-                describe_live(proc, now),
+                Text(printable(host.name)),
+                Text(printable(name)),
+                Text(printable(state), style=STATE_STYLES.get(state, "")),
+                Text(printable(proc.get("pid") or "-")),
+                Text(printable(describe_live(proc, now))),
                 style=row_style,
             )
     lines.append(table)

@@ -200,3 +200,30 @@ def test_meta_record() -> None:
                     "started": "10.000", "processes": 2, "events": 3, "supervisord_id": "x"}  # fmt: skip
     refreshed = meta_record(run_id=RUN, seq=4, now=12.5, started=10.0, processes=2, pid=99, refreshed=True, extra={})
     assert refreshed["refreshed"] == refreshed["updated"] == "12.500"
+
+
+def test_a_routine_resync_corrects_a_difference_only_when_it_sees_it_twice() -> None:
+    """supervisord may hold events older than its answer: a first sighting is held back
+    (the snapshot keeps the stored state); seen again with nothing in between, it is corrected."""
+    stored = {"a": info("a", "RUNNING", 5), "b": info("b", "RUNNING", 6)}
+    truth = [info("a", "STARTING", 0), info("b", "RUNNING", 6), info("c", "RUNNING", 9)]
+    first = plan_resync(truth, stored, {}, host=HOST, run_id=RUN, seq=0, now=0.0, confirm=True)
+    assert [(m["name"], m["statename"]) for m in first.messages] == [("c", "RUNNING")], "new processes at once"
+    assert first.target["a"]["statename"] == "RUNNING" and set(first.unconfirmed) == {"a"}
+    second = plan_resync(
+        truth, stored, {}, host=HOST, run_id=RUN, seq=1, now=0.5, confirm=True, unconfirmed=first.unconfirmed
+    )
+    assert [(m["name"], m["statename"], m["from_state"]) for m in second.messages] == [
+        ("a", "STARTING", "RUNNING"),
+        ("c", "RUNNING", None),
+    ]
+    assert second.unconfirmed == {}
+    # The events arrived meanwhile and moved the stored state: a new difference, held again.
+    moved = {**stored, "a": info("a", "STOPPED", 0)}
+    third = plan_resync(
+        truth, moved, {}, host=HOST, run_id=RUN, seq=1, now=0.5, confirm=True, unconfirmed=first.unconfirmed
+    )
+    assert [m["name"] for m in third.messages] == ["c"] and set(third.unconfirmed) == {"a"}
+    # A repair (after a loss) corrects at once.
+    repair = plan_resync(truth, stored, {}, host=HOST, run_id=RUN, seq=0, now=0.0)
+    assert [m["name"] for m in repair.messages] == ["a", "c"] and repair.unconfirmed == {}

@@ -9,7 +9,8 @@ plan, with the same seqs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import __version__
@@ -156,6 +157,8 @@ class ResyncPlan:
     messages: Tuple[Message, ...]  # a correction for every process whose stored state differs
     entries: Tuple[Dict[str, str], ...]  # the history entry of each message
     seq: int  # the last seq this plan uses
+    # Differences held back until the next resync sees them again: name -> (stored, truth).
+    unconfirmed: Mapping[str, Tuple[ProcessInfo, ProcessInfo]] = field(default_factory=dict)
 
 
 def plan_resync(
@@ -167,11 +170,21 @@ def plan_resync(
     run_id: str,
     seq: int,
     now: float,
+    confirm: bool = False,
+    unconfirmed: Mapping[str, Tuple[ProcessInfo, ProcessInfo]] = MappingProxyType({}),
 ) -> ResyncPlan:
     """The snapshot to store and its corrections, numbered after *seq*.
 
     *truth* is supervisord's ``getAllProcessInfo()``, or None when there is none to
-    ask; *stored* what Redis holds; *known* what this run has seen."""
+    ask; *stored* what Redis holds; *known* what this run has seen.
+
+    With *confirm* (a routine resync: a burst settled, a TICK), a process whose state
+    differs from the stored one is corrected only if the previous resync saw the same
+    difference (*unconfirmed*): supervisord may hold events of it not yet delivered,
+    older than its answer. Corrected at once, the process would get a state ahead of
+    them, and they, arriving, would be older than it (left out: lost to the history).
+    Held back, they arrive and tell the real story, and the difference is gone."""
+    held: Dict[str, Tuple[ProcessInfo, ProcessInfo]] = {}
     if truth is not None:
         target = {info["name"]: info for info in truth}
         gone = [info for name, info in stored.items() if name not in target]
@@ -182,13 +195,21 @@ def plan_resync(
         target.update(known)
         gone = []
     changes: List[Change] = []
-    for name, info in target.items():
+    for name, info in list(target.items()):
         old = stored.get(name)
-        if old is None or not same_state(old, info):
-            changes.append(Transition(info, None if old is None else old["statename"]))
+        if old is None or same_state(old, info):
+            if old is None:
+                changes.append(Transition(info, None))
+            continue
+        seen = unconfirmed.get(name)
+        if confirm and not (seen is not None and same_state(seen[0], old) and same_state(seen[1], info)):
+            held[name] = (old, info)
+            target[name] = old
+            continue
+        changes.append(Transition(info, old["statename"]))
     changes.extend(Removal(info["name"], info["group"], now) for info in gone)
     numbered = number(changes, host=host, run_id=run_id, seq=seq, resync=True)
-    return ResyncPlan(target, numbered.messages, numbered.entries, seq + len(numbered.messages))
+    return ResyncPlan(target, numbered.messages, numbered.entries, seq + len(numbered.messages), held)
 
 
 def meta_record(

@@ -28,6 +28,16 @@ RESYNC_MAX_WAIT = 2.0
 # The longest the sink waits for work without looking at the schedule again.
 MAX_IDLE = 1.0
 SETTLED = "burst settled"
+BEHIND = "events older than the state published"
+
+
+def routine(reason: str) -> bool:
+    """Whether a resync for *reason* is a routine check, which confirms a difference
+    before correcting it (:func:`raptor.publisher.plan.plan_resync`), rather than a
+    repair after something was lost (events discarded, Redis away, a restart)."""
+    return reason in (SETTLED, BEHIND) or reason.startswith("TICK_")
+
+
 AT_ONCE = float("-inf")
 
 

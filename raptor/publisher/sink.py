@@ -38,7 +38,7 @@ from .acl import Refused, permissions_used, refusal
 from .outbox import Item, Outbox
 from .plan import meta_record, plan_batch, plan_resync
 from .process_table import ProcessInfo, ProcessTable, normalize_info
-from .schedule import SETTLE_DELAY, Schedule
+from .schedule import BEHIND, SETTLE_DELAY, Schedule, routine
 from .supervisor_rpc import SupervisorRPC
 
 log = logging.getLogger("raptor.sink")
@@ -99,6 +99,8 @@ class RedisSink:
         self._seq = 0
         # The last resync stored supervisord's own word: events older than it can be told.
         self._ordered = False
+        # Differences a routine resync saw and held back until the next one sees them again.
+        self._unconfirmed: Dict[str, Tuple[ProcessInfo, ProcessInfo]] = {}
         # Settle resyncs refresh what events do not carry: only supervisord knows it.
         self._schedule = Schedule(clock, settle_delay=None if rpc is None else settle_delay)
         self._outage_since: Optional[float] = None
@@ -369,7 +371,7 @@ class RedisSink:
         )
         if plan.behind:
             log.debug("%d events older than the state published left out", plan.behind)
-            self._schedule.request("events older than the state published")
+            self._schedule.request(BEHIND)
         if plan.group_added:
             self._schedule.settle()  # the settle resync reports the new group's processes
         if not plan.messages:
@@ -456,6 +458,8 @@ class RedisSink:
             run_id=self.run_id,
             seq=self._seq,
             now=now,
+            confirm=routine(reason),
+            unconfirmed=self._unconfirmed,
         )
         key = self._config.snapshot_key
         pipe = self._client.pipeline(transaction=True)
@@ -480,10 +484,13 @@ class RedisSink:
             self._table.replace(previous_table.values())
             raise
         self._ordered = truth is not None
+        self._unconfirmed = dict(plan.unconfirmed)
         self.published += len(plan.messages)
         self.resyncs += 1
         # Without supervisord's answer, it is asked again soon: it is the only authority.
         self._schedule.resynced(reason, started=now, retry=truth is None and self._rpc is not None)
+        if plan.unconfirmed:
+            self._schedule.settle()  # look again once quiet; what is still different then is corrected
         log.log(
             logging.INFO if plan.messages else logging.DEBUG,
             "resync (%s): %d processes, %d corrections published",

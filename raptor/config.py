@@ -161,6 +161,9 @@ class ListenerConfig:
     channel: str = DEFAULT_CHANNEL
     snapshot_ttl: int = DEFAULT_SNAPSHOT_TTL
     supervisor_url: Optional[str] = None
+    # supervisord names each child in SUPERVISOR_PROCESS_NAME: the listener finds itself
+    # in getAllProcessInfo() by it (raptor.publisher.plan.plan_resync).
+    process_name: Optional[str] = None
     supervisor_username: str = ""
     supervisor_password: str = field(default="", repr=False)
     log_level: str = "INFO"
@@ -231,6 +234,7 @@ class ListenerConfig:
             channel=channel,
             snapshot_ttl=ttl,
             supervisor_url=supervisor_url,
+            process_name=env.get("SUPERVISOR_PROCESS_NAME", "").strip() or None,
             supervisor_username=env.get("SUPERVISOR_USERNAME", ""),
             supervisor_password=env.get("SUPERVISOR_PASSWORD", ""),
             log_level=log_level,

@@ -202,28 +202,45 @@ def test_meta_record() -> None:
     assert refreshed["refreshed"] == refreshed["updated"] == "12.500"
 
 
-def test_a_routine_resync_corrects_a_difference_only_when_it_sees_it_twice() -> None:
+def test_a_routine_resync_reports_a_difference_only_when_it_sees_it_twice() -> None:
     """supervisord may hold events older than its answer: a first sighting is held back
-    (the snapshot keeps the stored state); seen again with nothing in between, it is corrected."""
-    stored = {"a": info("a", "RUNNING", 5), "b": info("b", "RUNNING", 6)}
+    (the snapshot keeps the stored state); seen again with nothing in between, it is reported."""
+    stored = {"a": info("a", "RUNNING", 5), "b": info("b", "RUNNING", 6), "gone": info("gone", "RUNNING", 8)}
     truth = [info("a", "STARTING", 0), info("b", "RUNNING", 6), info("c", "RUNNING", 9)]
     first = plan_resync(truth, stored, {}, host=HOST, run_id=RUN, seq=0, now=0.0, confirm=True)
-    assert [(m["name"], m["statename"]) for m in first.messages] == [("c", "RUNNING")], "new processes at once"
-    assert first.target["a"]["statename"] == "RUNNING" and set(first.unconfirmed) == {"a"}
+    assert [(m["name"], m["event"]) for m in first.messages] == [("gone", "PROCESS_GROUP_REMOVED")]
+    assert first.target["a"]["statename"] == "RUNNING" and "c" not in first.target
+    assert set(first.held) == set(first.unconfirmed) == {"a", "c"}
     second = plan_resync(
         truth, stored, {}, host=HOST, run_id=RUN, seq=1, now=0.5, confirm=True, unconfirmed=first.unconfirmed
     )
-    assert [(m["name"], m["statename"], m["from_state"]) for m in second.messages] == [
+    assert [(m["name"], m.get("statename"), m.get("from_state")) for m in second.messages] == [
         ("a", "STARTING", "RUNNING"),
         ("c", "RUNNING", None),
+        ("gone", None, None),  # still stored here: reported again
     ]
-    assert second.unconfirmed == {}
+    assert second.held == {}
     # The events arrived meanwhile and moved the stored state: a new difference, held again.
     moved = {**stored, "a": info("a", "STOPPED", 0)}
     third = plan_resync(
         truth, moved, {}, host=HOST, run_id=RUN, seq=1, now=0.5, confirm=True, unconfirmed=first.unconfirmed
     )
-    assert [m["name"] for m in third.messages] == ["c"] and set(third.unconfirmed) == {"a"}
-    # A repair (after a loss) corrects at once.
+    assert [m["name"] for m in third.messages] == ["c", "gone"] and set(third.held) == {"a"}
+    # A repair (after a loss) reports at once.
     repair = plan_resync(truth, stored, {}, host=HOST, run_id=RUN, seq=0, now=0.0)
-    assert [m["name"] for m in repair.messages] == ["a", "c"] and repair.unconfirmed == {}
+    assert [m["name"] for m in repair.messages] == ["a", "c", "gone"] and repair.held == {}
+
+
+def test_nothing_is_confirmed_while_supervisord_cannot_deliver_events_to_the_listener() -> None:
+    """At start, supervisord holds the programs' events until the listener is RUNNING."""
+    truth = [info("a", "RUNNING", 5), info("proc_publisher", "STARTING", 0)]
+    kwargs: Dict[str, Any] = {"host": HOST, "run_id": RUN, "now": 0.0, "confirm": True, "listener": "proc_publisher"}
+    first = plan_resync(truth, {}, {}, seq=0, **kwargs)
+    assert first.messages == () and set(first.held) == {"a", "proc_publisher"} and first.unconfirmed == {}
+    again = plan_resync(truth, {}, {}, seq=0, unconfirmed=first.held, **kwargs)
+    assert again.messages == (), "a sighting while the listener could not receive events confirms nothing"
+    running = [info("a", "RUNNING", 5), info("proc_publisher", "RUNNING", 3)]
+    seen = plan_resync(running, {}, {}, seq=0, **kwargs)
+    assert seen.messages == () and set(seen.unconfirmed) == {"a", "proc_publisher"}
+    confirmed = plan_resync(running, {}, {}, seq=0, unconfirmed=seen.unconfirmed, **kwargs)
+    assert sorted(m["name"] for m in confirmed.messages) == ["a", "proc_publisher"]

@@ -104,15 +104,16 @@ def test_events_are_published_in_order_and_group_removal_deletes(
         outbox.put(ProcessStateChange("a", "a", "STOPPED", "STARTING", 0, 1000))
         outbox.put(ProcessStateChange("a", "a", "STARTING", "RUNNING", 77, 1001))
         outbox.put(GroupChange("a", added=False, received=1002))
-        messages = wait_for(lambda: len(collector.snapshot()) >= 4 and collector.snapshot(), 5, "the messages")
+        messages = wait_for(lambda: len(collector.snapshot()) >= 3 and collector.snapshot(), 5, "the messages")
+        # The start resync held "a" back (new, and supervisord may still hold its events):
+        # its events tell what happened, not a STOPPED they would go back from.
         assert [(m["event"], m.get("statename")) for m in messages] == [
-            ("PROCESS_STATE_STOPPED", "STOPPED"),  # start resync: "a" was not in Redis yet
             ("PROCESS_STATE_STARTING", "STARTING"),
             ("PROCESS_STATE_RUNNING", "RUNNING"),
             ("PROCESS_GROUP_REMOVED", None),
         ]
-        assert messages[2]["pid"] == 77
-        assert messages[2]["start_time"] == "1970-01-01T00:16:40+00:00"
+        assert messages[1]["pid"] == 77
+        assert messages[1]["start_time"] == "1970-01-01T00:16:40+00:00"
         rpc.infos = []
         wait_for(lambda: "a" not in stored_snapshot(redis_server.client(), "h"), 5, "the removal")
     finally:
@@ -266,7 +267,8 @@ def test_a_refused_permission_is_said_once_retried_calmly_and_recovered(
         assert 2 <= attempts <= 8, f"retried every 0.5 s for about 2.5 s, not {attempts} times"
         admin.execute_command("ACL", "SETUSER", "nodel", "+del")
         wait_for(lambda: sink.resyncs, 5, "the resync once granted")
-        assert set(stored_snapshot(admin, "h")) == {"a"}
+        # The start resync reports a new process once a second one sees it too.
+        wait_for(lambda: set(stored_snapshot(admin, "h")) == {"a"}, 5, "the snapshot once granted")
         assert any("now grants the ACL permission +del" in line for line in sink_log.lines)
         assert len(refusals()) == 1
         assert not republished(collector.snapshot())

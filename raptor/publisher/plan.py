@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 from .. import __version__
 from ..keys import (
@@ -157,8 +157,10 @@ class ResyncPlan:
     messages: Tuple[Message, ...]  # a correction for every process whose stored state differs
     entries: Tuple[Dict[str, str], ...]  # the history entry of each message
     seq: int  # the last seq this plan uses
-    # Differences held back until the next resync sees them again: name -> (stored, truth).
-    unconfirmed: Mapping[str, Tuple[ProcessInfo, ProcessInfo]] = field(default_factory=dict)
+    # Differences held back (reported when a resync sees them again): name -> (stored, truth).
+    held: Mapping[str, Tuple[Optional[ProcessInfo], ProcessInfo]] = field(default_factory=dict)
+    # Those a next resync may confirm: none while supervisord could not deliver events.
+    unconfirmed: Mapping[str, Tuple[Optional[ProcessInfo], ProcessInfo]] = field(default_factory=dict)
 
 
 def plan_resync(
@@ -171,20 +173,23 @@ def plan_resync(
     seq: int,
     now: float,
     confirm: bool = False,
-    unconfirmed: Mapping[str, Tuple[ProcessInfo, ProcessInfo]] = MappingProxyType({}),
+    unconfirmed: Mapping[str, Tuple[Optional[ProcessInfo], ProcessInfo]] = MappingProxyType({}),
+    listener: Optional[str] = None,
 ) -> ResyncPlan:
     """The snapshot to store and its corrections, numbered after *seq*.
 
     *truth* is supervisord's ``getAllProcessInfo()``, or None when there is none to
     ask; *stored* what Redis holds; *known* what this run has seen.
 
-    With *confirm* (a routine resync: a burst settled, a TICK), a process whose state
-    differs from the stored one is corrected only if the previous resync saw the same
-    difference (*unconfirmed*): supervisord may hold events of it not yet delivered,
-    older than its answer. Corrected at once, the process would get a state ahead of
-    them, and they, arriving, would be older than it (left out: lost to the history).
-    Held back, they arrive and tell the real story, and the difference is gone."""
-    held: Dict[str, Tuple[ProcessInfo, ProcessInfo]] = {}
+    With *confirm* (a routine resync: the listener's start, a burst settled, a TICK),
+    a process new or in another state than stored is reported only if the previous
+    resync saw the same (*unconfirmed*) while supervisord could deliver events to the
+    *listener* (it was RUNNING in its own *truth*). Until then supervisord may hold
+    events of that process, older than its answer: reported at once, the process
+    would get a state ahead of them, and they, arriving, would be older than it (left
+    out, lost to the history). Held back, they arrive and tell what happened, and the
+    difference is gone. Gone processes are reported at once."""
+    held: Dict[str, Tuple[Optional[ProcessInfo], ProcessInfo]] = {}
     if truth is not None:
         target = {info["name"]: info for info in truth}
         gone = [info for name, info in stored.items() if name not in target]
@@ -194,22 +199,36 @@ def plan_resync(
         target = dict(stored)
         target.update(known)
         gone = []
+    own = target.get(listener) if listener is not None and truth is not None else None
+    delivering = own is None or own["statename"] == "RUNNING"
     changes: List[Change] = []
     for name, info in list(target.items()):
         old = stored.get(name)
-        if old is None or same_state(old, info):
-            if old is None:
-                changes.append(Transition(info, None))
+        if old is not None and same_state(old, info):
             continue
-        seen = unconfirmed.get(name)
-        if confirm and not (seen is not None and same_state(seen[0], old) and same_state(seen[1], info)):
+        if confirm and not (delivering and _seen(unconfirmed.get(name), old, info)):
             held[name] = (old, info)
-            target[name] = old
+            if old is None:
+                del target[name]
+            else:
+                target[name] = old
             continue
-        changes.append(Transition(info, old["statename"]))
+        changes.append(Transition(info, None if old is None else old["statename"]))
     changes.extend(Removal(info["name"], info["group"], now) for info in gone)
     numbered = number(changes, host=host, run_id=run_id, seq=seq, resync=True)
-    return ResyncPlan(target, numbered.messages, numbered.entries, seq + len(numbered.messages), held)
+    # A sighting while supervisord could not deliver events to the listener confirms nothing.
+    return ResyncPlan(
+        target, numbered.messages, numbered.entries, seq + len(numbered.messages), held, held if delivering else {}
+    )
+
+
+def _seen(
+    before: Optional[Tuple[Optional[ProcessInfo], ProcessInfo]], old: Optional[ProcessInfo], info: ProcessInfo
+) -> bool:
+    """Whether the difference *old* -> *info* is the one seen *before*."""
+    if before is None or not same_state(before[1], info):
+        return False
+    return (before[0] is None) == (old is None) and (old is None or same_state(cast(ProcessInfo, before[0]), old))
 
 
 def meta_record(

@@ -29,13 +29,14 @@ RESYNC_MAX_WAIT = 2.0
 MAX_IDLE = 1.0
 SETTLED = "burst settled"
 BEHIND = "events older than the state published"
+START = "listener start"
 
 
 def routine(reason: str) -> bool:
     """Whether a resync for *reason* is a routine check, which confirms a difference
-    before correcting it (:func:`raptor.publisher.plan.plan_resync`), rather than a
-    repair after something was lost (events discarded, Redis away, a restart)."""
-    return reason in (SETTLED, BEHIND) or reason.startswith("TICK_")
+    before reporting it (:func:`raptor.publisher.plan.plan_resync`), rather than a
+    repair after something was lost (events discarded, Redis away or emptied)."""
+    return reason in (START, SETTLED, BEHIND) or reason.startswith("TICK_")
 
 
 AT_ONCE = float("-inf")
@@ -51,7 +52,7 @@ class Schedule:
         """*settle_delay* None: no settle resyncs (there is no supervisord to ask)."""
         self._clock = clock
         self._settle_delay = settle_delay
-        self._reason: Optional[str] = "listener start"
+        self._reason: Optional[str] = START
         self._resync_at = AT_ONCE
         self._waiting_since: Optional[float] = None
         self._settle_at: Optional[float] = None

@@ -100,7 +100,7 @@ class RedisSink:
         # The last resync stored supervisord's own word: events older than it can be told.
         self._ordered = False
         # Differences a routine resync saw and held back until the next one sees them again.
-        self._unconfirmed: Dict[str, Tuple[ProcessInfo, ProcessInfo]] = {}
+        self._unconfirmed: Dict[str, Tuple[Optional[ProcessInfo], ProcessInfo]] = {}
         # Settle resyncs refresh what events do not carry: only supervisord knows it.
         self._schedule = Schedule(clock, settle_delay=None if rpc is None else settle_delay)
         self._outage_since: Optional[float] = None
@@ -460,6 +460,7 @@ class RedisSink:
             now=now,
             confirm=routine(reason),
             unconfirmed=self._unconfirmed,
+            listener=self._config.process_name,
         )
         key = self._config.snapshot_key
         pipe = self._client.pipeline(transaction=True)
@@ -489,8 +490,8 @@ class RedisSink:
         self.resyncs += 1
         # Without supervisord's answer, it is asked again soon: it is the only authority.
         self._schedule.resynced(reason, started=now, retry=truth is None and self._rpc is not None)
-        if plan.unconfirmed:
-            self._schedule.settle()  # look again once quiet; what is still different then is corrected
+        if plan.held:
+            self._schedule.settle()  # look again once quiet; what is still different then is reported
         log.log(
             logging.INFO if plan.messages else logging.DEBUG,
             "resync (%s): %d processes, %d corrections published",

@@ -3,7 +3,8 @@
     python -m bench.publish_fleet PORT HOSTS PER_HOST
 
 Each host has its run id and a seq counting from 1, as a real listener would; the
-messages are the real format (raptor.messages), about 700 bytes each.
+messages are the real format (raptor.messages), about 700 bytes each, published and
+appended to the history streams as the listener does (raptor.keys).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import uuid
 
 import redis
 
+from raptor import keys
 from raptor.keys import DEFAULT_CHANNEL
-from raptor.messages import encode, state_message
+from raptor.messages import encode, history_entry, state_message
 from raptor.publisher.process_table import blank_info
 
 
@@ -32,6 +34,9 @@ def main() -> None:
                 host, info, event="PROCESS_STATE_RUNNING", from_state="STARTING", seq=seq, run_id=run_id
             )
             pipe.publish(DEFAULT_CHANNEL, encode(message))
+            entry = history_entry(message)
+            pipe.xadd(keys.FLEET_HISTORY, entry, maxlen=keys.DEFAULT_FLEET_HISTORY_MAXLEN, approximate=True)
+            pipe.xadd(keys.history_key(host), entry, maxlen=keys.DEFAULT_HISTORY_MAXLEN, approximate=True)
         if len(pipe) >= 1000:
             pipe.execute()
     pipe.execute()

@@ -302,7 +302,8 @@ class Bench:
         return figures
 
     def fleet_ingest(self) -> Dict[str, Any]:
-        """Many simulated hosts publish; one consumer (raptor's Follower) applies every message."""
+        """Many simulated hosts publish; one consumer (raptor's Follower, on the history
+        stream) applies every message."""
         hosts, per_host = (50, 400) if self.quick else (200, 1500)
         total = hosts * per_host
         self.client.flushall()
@@ -321,7 +322,7 @@ class Bench:
             target=follower.run, kwargs={"on_change": on_change, "should_stop": done.is_set, "poll": 0.05}, daemon=True
         )
         thread.start()
-        wait_for(lambda: self.client.pubsub_numsub(DEFAULT_CHANNEL)[0][1] > 0, 10, "the consumer to subscribe")
+        wait_for(lambda: follower.connected, 10, "the consumer to connect")
         publisher = subprocess.Popen(
             [sys.executable, "-m", "bench.publish_fleet", str(self.redis.port), str(hosts), str(per_host)],
             cwd=ROOT,

@@ -145,16 +145,19 @@ print(f"  every fleet host publishes: {' '.join(hosts)}")
 PY
 
   say "4/5 live: restarting a program on web1 and one on worker1; their messages as they arrive"
+  # Where the fleet's history ends now: raptor tail reads on from there, so it cannot
+  # miss the restarts however late it starts.
+  local since
+  since=$(within 20 "the history stream's last entry" python - "$REDIS_URL" <<'PY'
+import sys, redis
+last = redis.Redis.from_url(sys.argv[1], socket_timeout=5).xrevrange("proc_history", count=1)
+print(last[0][0].decode() if last else "0-0")
+PY
+) || return 1
   # timeout(1) itself in the background (not a shell function): $! is then the process
   # to kill, and nothing outlives the demo.
-  timeout 60 raptor tail --redis-url "$REDIS_URL" --format line --event 'PROCESS_STATE_*' --count 8 &
+  timeout 60 raptor tail --redis-url "$REDIS_URL" --since "($since" --format line --event 'PROCESS_STATE_*' --count 8 &
   local tail_pid=$! tail_code=0
-  within 20 "raptor tail to subscribe" python - "$REDIS_URL" <<'PY' || { kill "$tail_pid" 2>/dev/null; return 1; }
-import sys, time, redis
-client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)
-while client.pubsub_numsub("proc_events")[0][1] < 1:  # until raptor tail has subscribed
-    time.sleep(0.1)
-PY
   within 60 "supervisorctl restart on web1" \
     podman exec "$PREFIX-web1" supervisorctl restart node_example-v1-local-f96054b7-web-5000 >/dev/null
   within 60 "supervisorctl restart on worker1" \
@@ -172,11 +175,16 @@ PY
   if [ "$code" = 0 ]; then
     echo "no duplicate hosts: every host publishes under its inventory name, not its container hostname"
   fi
+  echo
+  echo "and the history of the program restarted on web1 (raptor history):"
+  within 30 "raptor history" raptor history web1 node_example-v1-local-f96054b7-web-5000 --since 10m \
+    --redis-url "$REDIS_URL" || code=$?
   cat <<TXT
 
 Done in $((SECONDS - started)) s. The fleet keeps running. Try:
   export REDIS_URL=$REDIS_URL
   .venv/bin/raptor watch                                   # live view; Ctrl-C to leave
+  .venv/bin/raptor history web2 --since 1h                 # what web2's programs did
   podman exec $PREFIX-web2 supervisorctl restart all       # watch it happen
   podman exec $PREFIX-redis pkill redis-server             # break Redis ...
   podman exec $PREFIX-redis redis-server --requirepass $PASSWORD --protected-mode no --daemonize yes

@@ -25,10 +25,12 @@ def test_demo_rolls_out_a_fleet_without_duplicates() -> None:
         out = result.stdout
         for step in ("1/5", "2/5", "3/5 roll out: ansible-playbook playbooks/site.yml", "4/5", "5/5"):
             assert step in out
-        live = [line for line in out.splitlines() if "->" in line]
+        step4 = out[out.index("4/5") : out.index("5/5")]
+        live = [line for line in step4.splitlines() if "->" in line]
         assert [line.split()[1] for line in live] == ["web1"] * 4 + ["worker1"] * 4
         assert "STARTING -> RUNNING" in live[3]
         assert "no duplicate hosts" in out
+        assert "node_example-v1-local-f96054b7-web-5000" in out[out.index("raptor history") :]
         status = subprocess.run(
             [str(BIN / "raptor"), "status", "--json", "--redis-url", f"redis://:demo-pass@127.0.0.1:{port}/0"],
             capture_output=True,

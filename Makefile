@@ -19,7 +19,7 @@ export NO_COLOR := 1
 export RAPTOR_REQUIRE_VR_COMMON := 1
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare deps doctor images wheelhouse collection clean
+.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history deps doctor images wheelhouse collection clean
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
@@ -91,6 +91,11 @@ bench: deps $(BIN)/.installed
 # The working tree's listener against BASELINE's, interleaved in one run (about 15
 # minutes; bench/results/compare.*): `make bench-compare BASELINE=983ccf2`.
 BASELINE ?= HEAD
+# The history's Redis memory per million entries, a query over 1,000,000 entries and one
+# consumer catching up (a few minutes; bench/results/history.*).
+bench-history: deps $(BIN)/.installed
+	python -m bench.history
+
 bench-compare: deps $(BIN)/.installed
 	python -m bench.run --baseline $(BASELINE)
 

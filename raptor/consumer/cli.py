@@ -41,6 +41,7 @@ import redis
 from .. import __version__, keys
 from ..config import ConfigError, redact_url, validate_redis_url
 from ..keys import DEFAULT_CHANNEL
+from ..messages import HISTORY_FIELDS
 from ..names import parse_proc_name
 from .fleet import Duplicate, Fleet, Host, describe_duplicate, state_order
 from .follow import Follower, make_client
@@ -49,6 +50,7 @@ from .stream import (
     EntryDecoder,
     Gap,
     StreamReader,
+    history_client,
     id_at,
     id_before,
     id_time,
@@ -95,15 +97,34 @@ def _table(rows: List[List[str]], out: TextIO) -> None:
 RESTARTS_WINDOW = 3600.0
 
 
-def transitions_of(entries: Iterable[Tuple[str, Mapping[str, str]]]) -> List[Transition]:
-    """History entries as transitions; entries that are not raptor's are skipped."""
+# Where the publisher's entries have their name and group (raptor.messages.HISTORY_FIELDS).
+_NAME, _GROUP = 2 * HISTORY_FIELDS.index("name") + 1, 2 * HISTORY_FIELDS.index("group") + 1
+
+
+def _about(flat: Sequence[str], program: str) -> bool:
+    """Whether the entry *flat* is about *program* (``name`` or ``group:name``): read
+    before anything is made of it, so a query for one process decodes only its entries."""
+    if flat[_NAME - 1] == "name" and flat[_GROUP - 1] == "group":
+        name, group = flat[_NAME], flat[_GROUP]
+    else:  # not laid out as the publisher writes: read it as a mapping
+        pairs = iter(flat)
+        fields = dict(zip(pairs, pairs))
+        name, group = fields.get("name", ""), fields.get("group", "")
+    return program == name or program == process_label(name, group or name)
+
+
+def transitions_of(entries: Iterable[Tuple[str, Sequence[str]]], program: Optional[str] = None) -> List[Transition]:
+    """History entries (:func:`~raptor.consumer.stream.read_range`'s) as transitions, only
+    *program*'s if given; entries that are not raptor's are skipped."""
     found = []
     decode = EntryDecoder()
-    for entry_id, fields in entries:
+    for entry_id, flat in entries:
         try:
-            message = decode(fields)
+            if program is not None and not _about(flat, program):
+                continue
+            message = decode.flat(flat)
             found.append(Transition.from_message(entry_id, message, id_time(entry_id)))
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, IndexError):
             continue
     return found
 
@@ -114,7 +135,7 @@ def recent_restarts(
     """Per host, per process: restarts within the last hour (one pipelined XRANGE per
     host); with *app*, only the processes of that app_name."""
     since = now - RESTARTS_WINDOW
-    entries = read_ranges(client, {keys.history_key(host): id_at(since) for host in hosts})
+    entries = read_ranges(history_client(client), {keys.history_key(host): id_at(since) for host in hosts})
     found: Dict[str, Dict[str, int]] = {}
     for host in hosts:
         transitions = transitions_of(entries[keys.history_key(host)])
@@ -337,7 +358,7 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     position = since_position(client, args.since, until)
     since = max(0.0, id_time(position)) if args.since[0] == "id" else until - float(args.since[1])
     start = "(" + position if position != "0-0" else "-"
-    transitions = select(transitions_of(read_range(client, key, start)), args.program)
+    transitions = select(transitions_of(read_range(history_client(client), key, start), args.program), args.program)
     if args.json:
         ctx.out.write(json_text(report(host, args.program, transitions, since, until), indent=2) + "\n")
         return EXIT_OK

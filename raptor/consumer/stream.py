@@ -580,24 +580,42 @@ class StreamReader:
 # -- per-host history ------------------------------------------------------------------
 
 
-def read_range(client: redis.Redis, key: str, start: str, count: int = BATCH) -> Iterator[Tuple[str, Dict[str, str]]]:
-    """The entries of *key* from *start* (inclusive) on, read in batches of *count*."""
+Flat = Sequence[str]  # an entry's [field, value, field, value, ...], as Redis sends it
+
+
+def history_client(client: redis.Redis) -> redis.Redis:
+    """A client on *client*'s server for reading history ranges: replies decoded by the
+    parser (hiredis: in C) and XRANGE's reply left flat, so that a query can skip the
+    entries it does not want before making anything of them."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(decode_responses=True, encoding_errors="replace")
+    reader = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    reader.set_response_callback("XRANGE", _raw)
+    return reader
+
+
+def read_range(client: redis.Redis, key: str, start: str, count: int = BATCH) -> Iterator[Tuple[str, Flat]]:
+    """The entries of *key* from *start* (inclusive) on, read in batches of *count*;
+    *client* is a :func:`history_client`."""
     low = start
     while True:
         batch: List[Any] = list(client.xrange(key, low, "+", count=count) or [])
-        for entry_id, fields in batch:
-            yield _text(entry_id), {_text(k): _text(v) for k, v in fields.items()}
+        for entry_id, flat in batch:
+            if flat is not None:
+                yield entry_id, flat
         if len(batch) < count:
             return
-        low = "(" + _text(batch[-1][0])
+        low = "(" + batch[-1][0]
 
 
 def read_ranges(
     client: redis.Redis, streams: Mapping[str, str], count: int = BATCH
-) -> Dict[str, List[Tuple[str, Dict[str, str]]]]:
+) -> Dict[str, List[Tuple[str, Flat]]]:
     """For each key of *streams*, its entries from the id given (inclusive) on: one
-    pipelined XRANGE per key, then again for the keys whose batch came back full."""
-    found: Dict[str, List[Tuple[str, Dict[str, str]]]] = {key: [] for key in streams}
+    pipelined XRANGE per key, then again for the keys whose batch came back full;
+    *client* is a :func:`history_client`."""
+    found: Dict[str, List[Tuple[str, Flat]]] = {key: [] for key in streams}
     pending = dict(streams)
     while pending:
         pipe = client.pipeline(transaction=False)
@@ -606,12 +624,8 @@ def read_ranges(
         results = pipe.execute()
         following: Dict[str, str] = {}
         for (key, _), batch in zip(pending.items(), results):
-            found[key].extend((_text(i), {_text(k): _text(v) for k, v in f.items()}) for i, f in batch)
+            found[key].extend((i, f) for i, f in batch if f is not None)
             if len(batch) >= count:
-                following[key] = "(" + _text(batch[-1][0])
+                following[key] = "(" + batch[-1][0]
         pending = following
     return found
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -14,6 +14,7 @@ from raptor.publisher.schedule import (
     RPC_RETRY_DELAY,
     SETTLED,
     Schedule,
+    routine,
 )
 
 
@@ -46,12 +47,20 @@ def test_the_listener_start_resync_is_due_at_once() -> None:
     assert schedule.resync_due() is None
 
 
-def test_the_first_reason_asked_for_is_kept() -> None:
+def test_the_first_reason_asked_for_is_kept_unless_a_repair_follows_a_routine_one() -> None:
     clock, schedule = make()
     resynced(schedule, clock)
-    schedule.request("TICK_60")
     schedule.request("outbox coalesced")
-    assert schedule.resync_due() == "TICK_60"
+    schedule.request("Redis reconnected")
+    schedule.request("TICK_60")
+    assert schedule.resync_due() == "outbox coalesced"
+    resynced(schedule, clock)
+    # A TICK came while Redis was away: the resync after it is a repair, which reports
+    # differences at once (a routine one first confirms them).
+    schedule.request("TICK_60")
+    assert routine("TICK_60") and not routine("Redis reconnected")
+    schedule.request("Redis reconnected", at_once=True)
+    assert schedule.resync_due() == "Redis reconnected"
 
 
 def test_queued_items_go_first_but_not_longer_than_the_max_wait() -> None:
@@ -135,7 +144,7 @@ def test_at_once_cancels_the_retry_wait() -> None:
     clock, schedule = make()
     schedule.resynced("listener start", started=clock.now, retry=True)
     schedule.request("Redis reconnected", at_once=True)
-    assert schedule.resync_due() == "listener start"
+    assert schedule.resync_due() == "Redis reconnected", "due at once, and a repair now"
 
 
 def test_a_settle_can_run_while_an_rpc_retry_waits() -> None:

@@ -65,9 +65,11 @@ class Schedule:
         return self._reason
 
     def request(self, reason: str, *, at_once: bool = False) -> None:
-        """Ask for a resync. A pending one keeps its reason; *at_once* also cancels
-        its wait for an RPC retry (Redis came back, a record was repaired)."""
-        if self._reason is None:
+        """Ask for a resync. A pending one keeps its reason, unless it is routine and
+        this one a repair (:func:`routine`: a repair reports differences at once);
+        *at_once* also cancels its wait for an RPC retry (Redis came back, a record was
+        repaired)."""
+        if self._reason is None or (routine(self._reason) and not routine(reason)):
             self._reason = reason
         if at_once:
             self._resync_at = AT_ONCE

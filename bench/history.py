@@ -247,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         figures.update(catch_up(follower, filled["entries"]))
         figures.update(queries(server.url, filled["hosts"], filled["names"], args.queries))
     results = {
-        "command": "make bench-history (python -m bench.history " + " ".join(argv or sys.argv[1:]) + ")",
+        "command": " ".join(["python -m bench.history", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": machine(),
         "figures": figures,

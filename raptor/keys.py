@@ -22,8 +22,8 @@ under these same names, so they do not change.
 Entries are field-value pairs, not the message's JSON: a stream stores a field
 name once per node when entries share their fields, and what a consumer can
 derive from host and name (id, jsname, the six parsed parts) is not stored. Measured
-(``make bench``): about 100 MB of Redis per million entries, where the JSON message
-would cost ten times that.
+(``make bench-history``): about 190 MB of Redis per million entries, where the JSON message
+would cost five times that.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ DEFAULT_SNAPSHOT_TTL = 600
 MIN_SNAPSHOT_TTL = 120
 
 # History retention, sized for a fleet of 1,000 hosts x 200 programs: a host keeps
-# its last 5,000 transitions (six `restart all`s), at ~100 B each at most ~0.5 GB for
+# its last 5,000 transitions (six `restart all`s), at ~190 B each at most ~0.95 GB for
 # the fleet; the fleet stream holds one `restart all` of the whole fleet (800,000)
-# for consumers to catch up from, ~0.1 GB. Nothing older than a week.
+# for consumers to catch up from, ~0.19 GB. Nothing older than a week.
 DEFAULT_HISTORY_MAXLEN = 5_000
 DEFAULT_FLEET_HISTORY_MAXLEN = 1_000_000
 DEFAULT_HISTORY_MAX_AGE = 7 * 24 * 3600

@@ -14,6 +14,7 @@ stream reader. Writes ``history.json``, ``history.md`` and ``history.png`` to --
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import random
@@ -35,7 +36,9 @@ from bench.environment import machine
 from harness import RedisServer, velociraptor_names, wait_for
 from raptor import keys
 from raptor.consumer import cli
+from raptor.consumer.fleet import Fleet
 from raptor.consumer.follow import Follower
+from raptor.consumer.stream import EntryDecoder
 from raptor.messages import history_entry, state_message
 from raptor.publisher.process_table import blank_info
 
@@ -245,6 +248,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         }
         figures.update(memory(client, filled["hosts"], filled["entries"]))
         figures.update(catch_up(follower, filled["entries"]))
+        # The follower's fleet and decoder cache (40,000 processes) are not the query's: a
+        # `raptor history` runs in a process of its own, without them for the collector to walk.
+        follower.fleet = Fleet()
+        follower.reader.decode = EntryDecoder()
+        gc.collect()
         figures.update(queries(server.url, filled["hosts"], filled["names"], args.queries))
     results = {
         "command": " ".join(["python -m bench.history", *(sys.argv[1:] if argv is None else argv)]),

@@ -50,6 +50,7 @@ from .stream import (
     EntryDecoder,
     Gap,
     StreamReader,
+    collector_paused,
     history_client,
     id_at,
     id_before,
@@ -135,7 +136,8 @@ def recent_restarts(
     """Per host, per process: restarts within the last hour (one pipelined XRANGE per
     host); with *app*, only the processes of that app_name."""
     since = now - RESTARTS_WINDOW
-    entries = read_ranges(history_client(client), {keys.history_key(host): id_at(since) for host in hosts})
+    with collector_paused():
+        entries = read_ranges(history_client(client), {keys.history_key(host): id_at(since) for host in hosts})
     found: Dict[str, Dict[str, int]] = {}
     for host in hosts:
         transitions = transitions_of(entries[keys.history_key(host)])
@@ -358,7 +360,8 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     position = since_position(client, args.since, until)
     since = max(0.0, id_time(position)) if args.since[0] == "id" else until - float(args.since[1])
     start = "(" + position if position != "0-0" else "-"
-    transitions = select(transitions_of(read_range(history_client(client), key, start), args.program), args.program)
+    with collector_paused():
+        transitions = select(transitions_of(read_range(history_client(client), key, start), args.program), args.program)
     if args.json:
         ctx.out.write(json_text(report(host, args.program, transitions, since, until), indent=2) + "\n")
         return EXIT_OK

@@ -17,7 +17,7 @@ from harness import ProgramSpec, RedisServer, Supervisords, TcpProxy, settled, v
 from raptor import keys
 from raptor.consumer.stream import Gap, StreamReader
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fleet_scale]
 
 HOSTS, PROGRAMS, AWAY = 10, 200, 60.0
 RESTART = ["STOPPING", "STOPPED", "STARTING", "RUNNING"]

@@ -32,7 +32,7 @@ from redis.backoff import AbstractBackoff, EqualJitterBackoff
 
 from .. import keys
 from .fleet import Apply, Fleet
-from .stream import Gap, StreamReader
+from .stream import Gap, StreamReader, stop_test, wait_unless_stopped
 
 log = logging.getLogger("raptor.follow")
 RELOAD_EVERY = 30.0  # seconds: picks up hosts that publish nothing, and refresh ages
@@ -129,9 +129,7 @@ class Subscriber:
         Bad credentials are not an outage: AuthenticationError is raised to the caller.
         """
 
-        def stopped() -> bool:
-            return (stop is not None and stop.is_set()) or (should_stop is not None and should_stop())
-
+        stopped = stop_test(stop, should_stop)
         failures = 0
         while not stopped():
             pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
@@ -150,7 +148,7 @@ class Subscriber:
                 # A hook that needs Redis while it is away fails too: that is known already.
                 with contextlib.suppress(*REDIS_DOWN):
                     on_idle()
-                self._wait(self.backoff.compute(failures), stop, stopped, poll)
+                wait_unless_stopped(self.backoff.compute(failures), stop, stopped, poll)
             finally:
                 pubsub.close()
         self.connected = False
@@ -204,16 +202,6 @@ class Subscriber:
                 # retries): what was published meanwhile is lost, so start over as
                 # after any reconnection.
                 self._up(on_connect, _nothing)
-
-    @staticmethod
-    def _wait(delay: float, stop: Optional[threading.Event], stopped: Callable[[], bool], poll: float) -> None:
-        """Wait *delay* seconds, or less if told to stop."""
-        if stop is not None:
-            stop.wait(delay)
-            return
-        deadline = time.monotonic() + delay
-        while not stopped() and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, poll))
 
 
 class Follower:

@@ -259,6 +259,23 @@ def _entries(reply: Any, stream: str) -> List[Entry]:
     return [(entry_id, flat) for entry_id, flat in found]
 
 
+def stop_test(stop: Optional[threading.Event], should_stop: Optional[Callable[[], bool]]) -> Callable[[], bool]:
+    """Whether a consumer loop must end: *stop* is set or *should_stop()* says so."""
+    return lambda: (stop is not None and stop.is_set()) or (should_stop is not None and should_stop())
+
+
+def wait_unless_stopped(
+    delay: float, stop: Optional[threading.Event], stopped: Callable[[], bool], poll: float
+) -> None:
+    """Wait *delay* seconds, or less if told to stop (the consumer loops' backoff)."""
+    if stop is not None:
+        stop.wait(delay)
+        return
+    deadline = time.monotonic() + delay
+    while not stopped() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, poll))
+
+
 @dataclass(frozen=True)
 class Gap:
     """Entries the reader will never read: trimmed by retention before it got to them,
@@ -351,9 +368,7 @@ class StreamReader:
         is raised to the caller.
         """
 
-        def stopped() -> bool:
-            return (stop is not None and stop.is_set()) or (should_stop is not None and should_stop())
-
+        stopped = stop_test(stop, should_stop)
         self._on_skip = on_skip or self._log_skip
         reader = reading_client(self.client, poll)
         failures = 0
@@ -377,7 +392,7 @@ class StreamReader:
                     reader.connection_pool.disconnect()
                     with contextlib.suppress(*REDIS_DOWN):
                         on_idle()  # a hook that needs Redis fails while it is away: known already
-                    self._wait(self.backoff.compute(failures), stop, stopped, poll)
+                    wait_unless_stopped(self.backoff.compute(failures), stop, stopped, poll)
         finally:
             self.connected = False
             reader.connection_pool.disconnect()  # its own pool: close() would leave it open
@@ -386,16 +401,6 @@ class StreamReader:
         if self._reported is not connected:
             self._reported = connected
             on_state(connected)
-
-    @staticmethod
-    def _wait(delay: float, stop: Optional[threading.Event], stopped: Callable[[], bool], poll: float) -> None:
-        """Wait *delay* seconds, or less if told to stop."""
-        if stop is not None:
-            stop.wait(delay)
-            return
-        deadline = time.monotonic() + delay
-        while not stopped() and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, poll))
 
     def _log_skip(self, entry_id: str, error: Exception) -> None:
         if self.unparsed == 1:

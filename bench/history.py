@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import matplotlib
 
@@ -110,29 +110,32 @@ def memory(client: Any, hosts: List[str], entries: int) -> Dict[str, Any]:
     }
 
 
+def timed(run: Callable[..., None], on_each: str, hook: Callable[..., None], done: threading.Event, what: str) -> float:
+    """Seconds *run* (a consumer loop, in a thread, its *on_each* hook *hook*) takes until *done*."""
+    started = time.perf_counter()
+    thread = threading.Thread(target=run, kwargs={on_each: hook, "should_stop": done.is_set, "poll": 0.05}, daemon=True)
+    thread.start()
+    if not done.wait(600):
+        raise SystemExit(f"{what} not done in 600 s")
+    elapsed = time.perf_counter() - started
+    thread.join(10)
+    return elapsed
+
+
 def catch_up(follower: Follower, total: int) -> Dict[str, Any]:
     """The follower, away while *total* entries were added, resumes: entries/s until it has them all."""
     done = threading.Event()
     before = follower.messages
-    times: List[float] = []
 
     def on_change(message: Dict[str, Any]) -> None:
         if follower.messages - before >= total:
             done.set()
 
-    started = time.perf_counter()
-    thread = threading.Thread(
-        target=follower.run, kwargs={"on_change": on_change, "should_stop": done.is_set, "poll": 0.05}, daemon=True
-    )
-    thread.start()
-    if not done.wait(600):
-        raise SystemExit(f"the follower read {follower.messages - before} of {total} entries in 600 s")
-    times.append(time.perf_counter() - started)
-    thread.join(10)
+    elapsed = timed(follower.run, "on_change", on_change, done, f"the follower's catch-up of {total} entries")
     return {
         "catch_up_entries": total,
-        "catch_up_s": round(times[0], 2),
-        "catch_up_entries_per_s": round(total / times[0]),
+        "catch_up_s": round(elapsed, 2),
+        "catch_up_entries_per_s": round(total / elapsed),
         "catch_up_gaps": follower.gaps,
     }
 
@@ -150,15 +153,7 @@ def read_all(port: int, total: int) -> Dict[str, Any]:
             done.set()
 
     reader = StreamReader(redis.Redis(host="127.0.0.1", port=port), start="0-0")
-    started = time.perf_counter()
-    thread = threading.Thread(
-        target=reader.run, kwargs={"on_message": on_message, "should_stop": done.is_set, "poll": 0.05}, daemon=True
-    )
-    thread.start()
-    if not done.wait(600):
-        raise SystemExit(f"the reader read {count} of {total} entries in 600 s")
-    elapsed = time.perf_counter() - started
-    thread.join(10)
+    elapsed = timed(reader.run, "on_message", on_message, done, f"the reader's read of {total} entries")
     return {"read_entries_per_s": round(total / elapsed)}
 
 

@@ -244,3 +244,17 @@ def test_nothing_is_confirmed_while_supervisord_cannot_deliver_events_to_the_lis
     assert seen.messages == () and set(seen.unconfirmed) == {"a", "proc_publisher"}
     confirmed = plan_resync(running, {}, {}, seq=0, unconfirmed=seen.unconfirmed, **kwargs)
     assert sorted(m["name"] for m in confirmed.messages) == ["a", "proc_publisher"]
+
+
+def test_nothing_is_confirmed_while_events_were_still_arriving() -> None:
+    """A sighting made while the listener's input was not empty after supervisord
+    answered (caught_up=False) neither confirms nor counts as a first sighting."""
+    truth = [info("a", "RUNNING", 5)]
+    stored = {"a": info("a", "STARTING", 5)}
+    kwargs: Dict[str, Any] = {"host": HOST, "run_id": RUN, "now": 0.0, "confirm": True}
+    first = plan_resync(truth, stored, {}, seq=0, caught_up=False, **kwargs)
+    assert first.messages == () and set(first.held) == {"a"} and first.unconfirmed == {}
+    quiet = plan_resync(truth, stored, {}, seq=0, unconfirmed={"a": (stored["a"], truth[0])}, caught_up=False, **kwargs)
+    assert quiet.messages == (), "a second sighting while events were still arriving confirms nothing"
+    confirmed = plan_resync(truth, stored, {}, seq=0, unconfirmed={"a": (stored["a"], truth[0])}, **kwargs)
+    assert [m["statename"] for m in confirmed.messages] == ["RUNNING"]

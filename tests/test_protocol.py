@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 from typing import List
 
@@ -164,3 +165,19 @@ def test_real_publisher_answers_each_malformed_frame_exactly_once(redis_server: 
     assert result.stderr.count("not a supervisord event header") == 3, result.stderr
     stored = wait_for(lambda: stored_snapshot(redis_server.client(), "h1"), 5, "the snapshot")
     assert set(stored) == {"c"}, "nothing from the skipped payloads was taken for an event"
+
+
+def test_at_rest_only_while_waiting_for_a_header_with_nothing_in_the_pipe() -> None:
+    """What the sink checks before it trusts that supervisord held no event."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "r", newline="\n") as stdin, os.fdopen(write_fd, "w") as feed:
+        protocol = EventListenerProtocol(stdin, io.StringIO())
+        assert protocol.at_rest() is None, "not waiting for a header: an event is in hand"
+        protocol.idle = True  # as read() sets it while blocked on the next header
+        assert protocol.at_rest() == 0
+        feed.write(frame("TICK_60", "when:1"))
+        feed.flush()
+        assert protocol.at_rest() is None, "an event waits in the pipe"
+        assert protocol.read() is not None
+        protocol.idle = True
+        assert protocol.at_rest() == 1

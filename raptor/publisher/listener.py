@@ -253,7 +253,8 @@ def run(
         extra.update(host_identity())  # which supervisord this is: decides duplicate names
         return extra
 
-    sink = RedisSink(config, outbox, make_redis_client(config), rpc, meta=meta)
+    protocol = EventListenerProtocol(stdin, stdout)
+    sink = RedisSink(config, outbox, make_redis_client(config), rpc, meta=meta, input_at_rest=protocol.at_rest)
     log.info(
         "raptor %s publishing host %r to %s channel %r (run %s)",
         __version__,
@@ -262,7 +263,6 @@ def run(
         config.channel,
         sink.run_id,
     )
-    protocol = EventListenerProtocol(stdin, stdout)
     if handle_sigterm:
 
         def on_sigterm(signum: int, frame: object) -> None:

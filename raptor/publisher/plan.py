@@ -175,6 +175,7 @@ def plan_resync(
     confirm: bool = False,
     unconfirmed: Mapping[str, Tuple[Optional[ProcessInfo], ProcessInfo]] = MappingProxyType({}),
     listener: Optional[str] = None,
+    caught_up: bool = True,
 ) -> ResyncPlan:
     """The snapshot to store and its corrections, numbered after *seq*.
 
@@ -184,7 +185,8 @@ def plan_resync(
     With *confirm* (a routine resync: the listener's start, a burst settled, a TICK),
     a process new or in another state than stored is reported only if the previous
     resync saw the same (*unconfirmed*) while supervisord could deliver events to the
-    *listener* (it was RUNNING in its own *truth*). Until then supervisord may hold
+    *listener* (it was RUNNING in its own *truth*) and had delivered all it held
+    (*caught_up*: the sink watched the listener's input stay empty). Until then supervisord may hold
     events of that process, older than its answer: reported at once, the process
     would get a state ahead of them, and they, arriving, would be older than it (left
     out, lost to the history). Held back, they arrive and tell what happened, and the
@@ -200,7 +202,7 @@ def plan_resync(
         target.update(known)
         gone = []
     own = target.get(listener) if listener is not None and truth is not None else None
-    delivering = own is None or own["statename"] == "RUNNING"
+    delivering = caught_up and (own is None or own["statename"] == "RUNNING")
     changes: List[Change] = []
     for name, info in list(target.items()):
         old = stored.get(name)
@@ -216,7 +218,7 @@ def plan_resync(
         changes.append(Transition(info, None if old is None else old["statename"]))
     changes.extend(Removal(info["name"], info["group"], now) for info in gone)
     numbered = number(changes, host=host, run_id=run_id, seq=seq, resync=True)
-    # A sighting while supervisord could not deliver events to the listener confirms nothing.
+    # A sighting while supervisord could not deliver events, or held some, confirms nothing.
     return ResyncPlan(
         target, numbered.messages, numbered.entries, seq + len(numbered.messages), held, held if delivering else {}
     )

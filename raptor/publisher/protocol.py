@@ -10,6 +10,7 @@ silently stops sending it events: stdout carries nothing but these tokens.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, TextIO
@@ -40,6 +41,19 @@ class Envelope:
     def poolserial(self) -> Optional[int]:
         raw = self.headers.get("poolserial", "")
         return int(raw) if _is_number(raw) else None
+
+
+def _input_waiting(stream: TextIO) -> bool:
+    """Whether bytes wait on *stream* (a pipe); False for one without a descriptor."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
 
 
 def _is_number(value: str) -> bool:
@@ -93,6 +107,17 @@ class EventListenerProtocol:
         # stopping loses nothing (see the SIGTERM handler in listener.run).
         self.idle = False
         self.stop_requested = False
+        self.headers_read = 0
+
+    def at_rest(self) -> Optional[int]:
+        """How many headers were read, if the reader is blocked waiting for the next
+        one and no byte of it is waiting on stdin; else None. For the sink thread:
+        ``supervisord`` answers an RPC in the loop turn that also hands this listener
+        its next buffered event, so at rest after a few RPCs means it held none."""
+        count = self.headers_read
+        if not self.idle or _input_waiting(self._stdin) or self.headers_read != count:
+            return None
+        return count
 
     def _write(self, text: str) -> None:
         self._stdout.write(text)
@@ -108,6 +133,7 @@ class EventListenerProtocol:
             line = self._stdin.readline()
         finally:
             self.idle = False
+            self.headers_read += 1
         if not line:
             return None
         try:

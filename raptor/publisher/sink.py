@@ -51,6 +51,11 @@ RECONNECT_CAP = 1.0
 # this rarely, and repeat the log line this rarely.
 PERMISSION_RETRY = 30.0
 REFUSAL_LOG_INTERVAL = 600.0
+# Calls after getAllProcessInfo() before a routine resync trusts that supervisord held
+# no event for this listener (each answer is one more turn of its loop, in which it
+# would have handed one over), then a pause in which a woken reader gets the CPU.
+BARRIER_CALLS = 2
+REST_CHECK = 0.05
 
 
 def _wrong_type(reply: Any) -> bool:
@@ -85,7 +90,10 @@ class RedisSink:
         settle_delay: float = SETTLE_DELAY,
         permission_retry: float = PERMISSION_RETRY,
         meta: Optional[Callable[[], Dict[str, Any]]] = None,
+        input_at_rest: Optional[Callable[[], Optional[int]]] = None,
     ) -> None:
+        """*input_at_rest*: the listener's :meth:`EventListenerProtocol.at_rest`; without
+        it, a routine resync trusts the quiet time alone."""
         self._config = config
         self._outbox = outbox
         self._client = client
@@ -95,6 +103,7 @@ class RedisSink:
         self._batch_size = batch_size
         self._permission_retry = permission_retry
         self._extra_meta = meta
+        self._at_rest = input_at_rest
         self._table = ProcessTable()
         self._seq = 0
         # The last resync stored supervisord's own word: events older than it can be told.
@@ -446,8 +455,28 @@ class RedisSink:
                 continue  # not ours, or from an incompatible version: the resync rewrites it
         return stored
 
+    def _caught_up(self, before: Optional[int]) -> bool:
+        """Whether supervisord held no event for this listener when it answered the
+        resync's getAllProcessInfo(): the reader was at rest (*before*) and still is,
+        having read nothing, after BARRIER_CALLS more calls. A quiet time alone is not
+        proof: on a loaded machine the listener or supervisord may just not have run."""
+        if self._at_rest is None:
+            return True
+        if before is None or self._rpc is None:
+            return False
+        try:
+            for _ in range(BARRIER_CALLS):
+                self._rpc.get_pid()
+        except Exception:  # supervisord away: nothing confirmed, the next resync sees
+            return False
+        self._stopping.wait(REST_CHECK)
+        return self._at_rest() == before
+
     def _resync(self, reason: str) -> None:
+        confirm = routine(reason)
+        before = self._at_rest() if confirm and self._at_rest is not None else None
         truth = self._fetch_truth()
+        caught_up = not confirm or truth is None or self._caught_up(before)
         stored = self._read_stored()
         now = self._clock()
         plan = plan_resync(
@@ -458,9 +487,10 @@ class RedisSink:
             run_id=self.run_id,
             seq=self._seq,
             now=now,
-            confirm=routine(reason),
+            confirm=confirm,
             unconfirmed=self._unconfirmed,
             listener=self._config.process_name,
+            caught_up=caught_up,
         )
         key = self._config.snapshot_key
         pipe = self._client.pipeline(transaction=True)
@@ -494,9 +524,11 @@ class RedisSink:
             self._schedule.settle()  # look again once quiet; what is still different then is reported
         log.log(
             logging.INFO if plan.messages else logging.DEBUG,
-            "resync (%s): %d processes, %d corrections published",
+            "resync (%s): %d processes, %d corrections published, %d differences held%s",
             reason,
             len(plan.target),
             len(plan.messages),
+            len(plan.held),
+            "" if caught_up else " (events were still arriving)",
         )
         self._check_replies(replies)

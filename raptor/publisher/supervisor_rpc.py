@@ -116,3 +116,7 @@ class SupervisorRPC:
             raise TypeError(f"getAllProcessInfo returned {type(result).__name__}")
         self.last_process_count = len(result)
         return result
+
+    def get_pid(self) -> Any:
+        """The cheapest call: its answer means supervisord went round its loop."""
+        return self._call("getPID")

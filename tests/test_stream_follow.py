@@ -316,9 +316,13 @@ def test_the_follower_resumes_after_a_cut_without_loss_then_reports_a_trim_and_r
             for pid in range(11, 31):
                 web1.transition("a", "RUNNING" if pid % 2 else "STARTING", pid=pid)
             proxy.start()
-            wait_for(lambda: len(changes) == 21, 10, "the entries added during the cut")
-            assert [m["seq"] for m in changes] == list(range(2, 23))
-            assert follower.reader.received == 21
+            wait_for(lambda: follower.reader.received == 21, 10, "the entries added during the cut")
+            # Each read once and judged in order (no gap, no reload); the fleet view applies
+            # the last state of each process per batch read: seq 22, not the 20 before it.
+            assert follower.messages == 21 and follower.fleet.hosts["web1"].seq == 22
+            assert changes[0]["seq"] == 2 and changes[-1]["seq"] == 22
+            assert [m["seq"] for m in changes] == sorted({m["seq"] for m in changes})
+            assert follower.fleet.hosts["web1"].procs["a"]["pid"] == 30
             assert (follower.gaps, follower.resyncs, gaps) == (0, 0, [])
             assert follower.reader.connections >= 2, "cut off and back (a loaded machine may take two tries)"
 
@@ -335,11 +339,12 @@ def test_the_follower_resumes_after_a_cut_without_loss_then_reports_a_trim_and_r
             assert gaps == [Gap(after=str(read_up_to), lost=5, resumed_at=None)]
             assert (follower.gaps, follower.resyncs) == (1, 1)
             assert follower.fleet.hosts["web1"].seq == 27  # the meta's seq: what the snapshot is as of
-            assert len(changes) == 21
+            changed = len(changes)
+            assert changes[-1]["seq"] == 22
 
             # 3. And on from there.
             web1.transition("a", "STOPPED")
-            wait_for(lambda: len(changes) == 22, 10, "the entry after the gap")
+            wait_for(lambda: len(changes) == changed + 1, 10, "the entry after the gap")
             assert changes[-1]["seq"] == 28
             assert follower.fleet.hosts["web1"].procs["a"]["statename"] == "STOPPED"
 
@@ -392,9 +397,11 @@ def test_a_redis_restart_that_keeps_its_data_is_resumed_without_a_gap(tmp_path: 
             web1.client = client
             web1.transition("a", "STOPPING", pid=7)
             web1.transition("a", "STOPPED")
-            wait_for(lambda: len(changes) == 3, 15, "the entries after the restart")
-        assert [m["seq"] for m in changes] == [2, 3, 4]
-        assert (follower.gaps, follower.resyncs, follower.reader.received) == (0, 0, 3)
+            wait_for(lambda: follower.reader.received == 3, 15, "the entries after the restart")
+        # Read in one batch or two: the last state of each batch is applied.
+        assert [m["seq"] for m in changes] in ([2, 3, 4], [2, 4])
+        assert follower.fleet.hosts["web1"].procs["a"]["statename"] == "STOPPED"
+        assert (follower.gaps, follower.resyncs, follower.fleet.hosts["web1"].seq) == (0, 0, 4)
 
 
 @pytest.mark.integration
@@ -475,3 +482,56 @@ def test_catch_up_reads_in_batches_and_misses_nothing(many_entries: Tuple[redis.
         wait_for(lambda: len(seen.ids) == total, 20, "every entry")
     assert [m["seq"] for m in seen.messages] == list(range(1, total + 1))
     assert seen.gaps == []
+
+
+def flat_entries(client: redis.Redis) -> List[Tuple[str, List[str]]]:
+    """The fleet stream as XREAD sends it to the Follower: (id, [field, value, ...])."""
+    return [
+        (entry_id.decode(), [part.decode() for pair in fields.items() for part in pair])
+        for entry_id, fields in client.xrange(keys.FLEET_HISTORY)
+    ]
+
+
+@pytest.mark.integration
+def test_a_batch_applies_the_last_state_of_each_process_and_judges_every_seq(redis_server: RedisServer) -> None:
+    """Follower.apply_entries against the message-by-message path (Follower.apply) on
+    the same entries: the same fleet, every entry counted, one change per process."""
+    client = redis_server.client()
+    one_by_one, batch = Follower(client), Follower(client)  # both start with an empty fleet
+    web1, web2 = FakePublisher(client, "web1"), FakePublisher(client, "web2", run_id="run-9")
+    for pid in range(1, 6):
+        web1.transition("a", "RUNNING" if pid % 2 else "STARTING", pid=pid)
+        web1.transition("b", "STARTING", pid=0)
+    web2.transition("c", "FATAL")
+    client.xadd(keys.FLEET_HISTORY, {"not": "raptor's"})
+    web1.transition("b", "RUNNING", pid=77)
+    entries = flat_entries(client)
+    decoder = EntryDecoder()
+    for _, flat in entries:
+        if flat[0] == "host":
+            one_by_one.apply(decoder.flat(flat))
+    changes: List[Dict[str, Any]] = []
+    assert batch.apply_entries(entries + entries[:3], changes.append) == 15  # a stranger skipped; 3 duplicates
+    assert batch.reader.unparsed == 1
+    assert sorted((m["host"], m["name"], m["seq"]) for m in changes) == [
+        ("web1", "a", 9), ("web1", "b", 11), ("web2", "c", 1)
+    ]  # fmt: skip
+    for host in ("web1", "web2"):
+        assert batch.fleet.hosts[host].procs == one_by_one.fleet.hosts[host].procs
+        assert batch.fleet.hosts[host].seq == one_by_one.fleet.hosts[host].seq
+    assert batch.resyncs == one_by_one.resyncs == 0
+
+    # A seq gap in the middle of a batch: the host is reloaded there, and what came
+    # before it in the batch is not applied over the snapshot.
+    web1.transition("a", "STOPPING", pid=5)
+    web1.seq += 3  # three seqs never written: lost
+    web1.transition("a", "STOPPED")
+    web1.transition("b", "STOPPING", pid=77)
+    changes.clear()
+    assert batch.apply_entries(flat_entries(client)[-3:], changes.append) == 3
+    assert batch.resyncs == 1
+    # b's STOPPING is in the snapshot read then (the meta's seq counts it): a duplicate.
+    assert [(m["name"], m["statename"]) for m in changes] == [("a", "STOPPED")]
+    assert batch.fleet.hosts["web1"].procs["a"]["statename"] == "STOPPED"
+    assert batch.fleet.hosts["web1"].procs["b"]["statename"] == "STOPPING"
+    assert batch.fleet.hosts["web1"].seq == web1.seq

@@ -40,7 +40,6 @@ import redis
 
 from .. import __version__, keys
 from ..config import ConfigError, redact_url, validate_redis_url
-from ..keys import DEFAULT_CHANNEL
 from ..messages import HISTORY_FIELDS
 from ..names import parse_proc_name
 from .fleet import Duplicate, Fleet, Host, describe_duplicate, state_order
@@ -379,13 +378,15 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     except ImportError:
         ctx.err.write("raptor watch needs rich: pip install 'raptor[cli]'\n")
         return EXIT_ERROR
-    return watch(Follower(ctx.client, args.channel), args.host, args.app, stop=ctx.stop, out=ctx.out)
+    return watch(Follower(ctx.client), args.host, args.app, stop=ctx.stop, out=ctx.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
-    common.add_argument("--channel", default=os.environ.get("RAPTOR_CHANNEL") or DEFAULT_CHANNEL)
+    # The consumers read the history stream now; --channel is accepted, and ignored, so
+    # that scripts written for the pub/sub era still run.
+    common.add_argument("--channel", help=argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="raptor", description="The fleet's Supervisor processes, read from Redis.")
     parser.add_argument("--version", action="version", version=f"raptor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

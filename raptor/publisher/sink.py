@@ -51,6 +51,9 @@ RECONNECT_CAP = 1.0
 # this rarely, and repeat the log line this rarely.
 PERMISSION_RETRY = 30.0
 REFUSAL_LOG_INTERVAL = 600.0
+OWNED_KEYS = (
+    f"{keys.SNAPSHOT_PREFIX}<host>, {keys.META_PREFIX}<host>, {keys.HISTORY_PREFIX}<host> and {keys.FLEET_HISTORY}"
+)
 # Calls after getAllProcessInfo() before a routine resync trusts that supervisord held
 # no event for this listener (each answer is one more turn of its loop, in which it
 # would have handed one over), then a pause in which a woken reader gets the CPU.
@@ -210,9 +213,9 @@ class RedisSink:
             f"wrongtype:{key}",
             logging.WARNING,
             "%s held another type than raptor writes there (WRONGTYPE: written by another tool?): deleting it and "
-            "rewriting this host's records; "
-            "raptor owns the keys host_procs:<host>, host_meta:<host>, host_history:<host> and proc_history",
+            "rewriting this host's records; raptor owns the keys %s",
             key,
+            OWNED_KEYS,
         )
 
     def _on_failure(self, exc: Exception, failures: int) -> float:

@@ -101,30 +101,37 @@ RESTARTS_WINDOW = 3600.0
 _NAME, _GROUP = 2 * HISTORY_FIELDS.index("name") + 1, 2 * HISTORY_FIELDS.index("group") + 1
 
 
-def _about(flat: Sequence[str], program: str) -> bool:
-    """Whether the entry *flat* is about *program* (``name`` or ``group:name``): read
-    before anything is made of it, so a query for one process decodes only its entries."""
-    if flat[_NAME - 1] == "name" and flat[_GROUP - 1] == "group":
+def _about(flat: Sequence[bytes], program: bytes) -> bool:
+    """Whether the entry *flat*, as a raw client reads it, is about *program* (``name``
+    or ``group:name``): read before anything is made of it, so a query for one process
+    decodes only its entries."""
+    if flat[_NAME - 1] == b"name" and flat[_GROUP - 1] == b"group":
         name, group = flat[_NAME], flat[_GROUP]
     else:  # not laid out as the publisher writes: read it as a mapping
         pairs = iter(flat)
         fields = dict(zip(pairs, pairs))
-        name, group = fields.get("name", ""), fields.get("group", "")
-    return program == name or program == process_label(name, group or name)
+        name, group = fields.get(b"name", b""), fields.get(b"group", b"")
+    return program == name or (group not in (b"", name) and program == group + b":" + name)
 
 
-def transitions_of(entries: Iterable[Tuple[str, Sequence[str]]], program: Optional[str] = None) -> List[Transition]:
-    """History entries (:func:`~raptor.consumer.stream.read_range`'s) as transitions, only
-    *program*'s if given; entries that are not raptor's are skipped."""
+def transitions_of(entries: Iterable[Tuple[Any, Sequence[Any]]], program: Optional[str] = None) -> List[Transition]:
+    """History entries (:func:`~raptor.consumer.stream.read_range`'s) as transitions;
+    entries that are not raptor's are skipped. With *program*, only its entries, read
+    with a raw client (``history_client(raw=True)``): the others are never decoded."""
     found = []
     decode = EntryDecoder()
-    for entry_id, flat in entries:
+    wanted = None if program is None else program.encode("utf-8")
+    for raw_id, raw_flat in entries:
         try:
-            if program is not None and not _about(flat, program):
-                continue
+            entry_id, flat = raw_id, raw_flat
+            if wanted is not None:
+                if not _about(raw_flat, wanted):
+                    continue
+                entry_id = raw_id.decode()
+                flat = [part.decode("utf-8", "replace") for part in raw_flat]
             message = decode.flat(flat)
             found.append(Transition.from_message(entry_id, message, id_time(entry_id)))
-        except (KeyError, ValueError, TypeError, IndexError):
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError):
             continue
     return found
 
@@ -360,7 +367,8 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     since = max(0.0, id_time(position)) if args.since[0] == "id" else until - float(args.since[1])
     start = "(" + position if position != "0-0" else "-"
     with collector_paused():
-        transitions = select(transitions_of(read_range(history_client(client), key, start), args.program), args.program)
+        reader = history_client(client, raw=args.program is not None)
+        transitions = select(transitions_of(read_range(reader, key, start), args.program), args.program)
     if args.json:
         ctx.out.write(json_text(report(host, args.program, transitions, since, until), indent=2) + "\n")
         return EXIT_OK

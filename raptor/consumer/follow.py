@@ -78,8 +78,20 @@ def next_message(pubsub: Any, wait: float) -> Optional[Dict[str, Any]]:
     return message
 
 
+try:
+    from redis.driver_info import DriverInfo
+
+    # Given once: redis-py 8 would otherwise look its own version up in the package
+    # metadata for every connection made (~1.3 ms each, a tenth of a history query).
+    _DRIVER_INFO: Dict[str, Any] = {"driver_info": DriverInfo(lib_version=redis.__version__)}
+except ImportError:  # redis-py before 8 reads it once, at import
+    _DRIVER_INFO = {}
+
+
 def make_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=3.0, socket_keepalive=True, health_check_interval=0)
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=3.0, socket_keepalive=True, health_check_interval=0, **_DRIVER_INFO
+    )
 
 
 def _text(data: Any) -> str:

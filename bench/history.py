@@ -209,8 +209,11 @@ def write_report(results: Dict[str, Any], out: Path) -> None:
         "analysis, the JSON): it reads one host's stream, so its time grows with that host's entries "
         f"({figures['per_host']:,} here, the default `RAPTOR_HISTORY_MAXLEN` 5,000), not with the fleet's. "
         "The catch-up is `raptor watch`'s Follower, stopped while the whole history was written, then "
-        "resumed: every entry read, decoded and applied to the fleet view (hiredis installed, as the `cli` "
-        "extra installs it). The reader is `raptor tail`'s loop alone (StreamReader from the stream's start, "
+        "resumed: every entry read and its seq judged, and of each process the last state of each "
+        "1,000-entry batch decoded and applied to the fleet view (hiredis installed, as the `cli` extra "
+        "installs it); the written history repeats each process 4 times in a row per host (a restart), as "
+        "a fleet's does, so about a third of the entries are decoded. "
+        "The reader is `raptor tail`'s loop alone (StreamReader from the stream's start, "
         "each entry made a message, nothing applied).",
         "",
         "![history](history.png)",

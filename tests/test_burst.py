@@ -86,7 +86,7 @@ def test_start_and_restart_of_200_programs_publish_every_transition_in_order(
     assert (first["app_name"], first["version"], first["port"]) == ("node_example", "v1", 5000)
 
 
-def test_a_listener_starved_of_cpu_during_a_restart_still_publishes_every_transition(
+def test_a_supervisord_starved_of_cpu_during_a_restart_still_publishes_every_transition(
     redis_server: RedisServer, collector: Collector, start_supervisord: Supervisords
 ) -> None:
     """supervisord stopped 0.8 s, let run 2 ms, over and over, while 10 programs

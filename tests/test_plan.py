@@ -256,5 +256,6 @@ def test_nothing_is_confirmed_while_events_were_still_arriving() -> None:
     assert first.messages == () and set(first.held) == {"a"} and first.unconfirmed == {}
     quiet = plan_resync(truth, stored, {}, seq=0, unconfirmed={"a": (stored["a"], truth[0])}, caught_up=False, **kwargs)
     assert quiet.messages == (), "a second sighting while events were still arriving confirms nothing"
+    assert quiet.unconfirmed == {}
     confirmed = plan_resync(truth, stored, {}, seq=0, unconfirmed={"a": (stored["a"], truth[0])}, **kwargs)
     assert [m["statename"] for m in confirmed.messages] == ["RUNNING"]

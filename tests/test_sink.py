@@ -29,6 +29,11 @@ class StubRPC:
     def __init__(self, infos: Optional[List[Dict[str, Any]]]) -> None:
         self.infos = infos
         self.calls = 0
+        self.pids = 0
+
+    def get_pid(self) -> int:
+        self.pids += 1
+        return 1
 
     def get_all_process_info(self) -> List[Dict[str, Any]]:
         self.calls += 1
@@ -343,3 +348,22 @@ def test_a_batch_that_cannot_be_built_is_dropped_not_retried_forever(
             assert rpc.calls >= 2, "a resync repairs what the dropped batch was about"
         finally:
             sink.stop(2)
+
+
+def test_a_routine_resync_confirms_a_difference_only_while_the_reader_rests(
+    redis_server: RedisServer, collector: Collector, outbox: Outbox
+) -> None:
+    """input_at_rest says whether the listener's reader waits for a header with nothing
+    in the pipe (EventListenerProtocol.at_rest): while it never does, a new process is
+    held, whatever the number of resyncs; once it does, two sightings report it."""
+    rest: Dict[str, Optional[int]] = {"count": None}
+    rpc = StubRPC([info("a", "RUNNING", 5)])
+    sink = make_sink(redis_server, rpc, outbox, input_at_rest=lambda: rest["count"])
+    try:
+        wait_for(lambda: sink.resyncs >= 3, 10, "three resyncs while the reader is busy")
+        assert collector.snapshot() == [] and rpc.pids == 0, "no sighting, no barrier calls"
+        rest["count"] = 7
+        wait_for(lambda: [m["name"] for m in collector.snapshot()] == ["a"], 10, "a, seen twice at rest")
+        assert rpc.pids == 4, "two getPID calls after each of the two sightings"
+    finally:
+        sink.stop(timeout=2.0)

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import redis
 from redis.backoff import EqualJitterBackoff
@@ -37,7 +37,7 @@ from ..messages import Message, encode
 from .acl import Refused, permissions_used, refusal
 from .outbox import Item, Outbox
 from .plan import meta_record, plan_batch, plan_resync
-from .process_table import ProcessInfo, ProcessTable, normalize_info
+from .process_table import ProcessInfo, ProcessTable, normalize_info, same_state
 from .schedule import BEHIND, SETTLE_DELAY, Schedule, routine
 from .supervisor_rpc import SupervisorRPC
 
@@ -58,11 +58,23 @@ OWNED_KEYS = (
 # no event for this listener (each answer is one more turn of its loop, in which it
 # would have handed one over), then a pause in which a woken reader gets the CPU.
 BARRIER_CALLS = 2
-REST_CHECK = 0.05
+REST_CHECK = 0.2
+# A routine resync asked for by an event (a TICK) starts while the reader still answers
+# it: it waits this long at most for the reader to be back at rest.
+REST_WAIT = 0.2
 
 
 def _wrong_type(reply: Any) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
+def _differs(truth: Sequence[ProcessInfo], stored: Mapping[str, ProcessInfo]) -> bool:
+    """Whether a process of *truth* is not stored, or stored in another state."""
+    for info in truth:
+        old = stored.get(info["name"])
+        if old is None or not same_state(old, info):
+            return True
+    return False
 
 
 def make_redis_client(config: ListenerConfig) -> redis.Redis:
@@ -458,29 +470,45 @@ class RedisSink:
                 continue  # not ours, or from an incompatible version: the resync rewrites it
         return stored
 
+    def _reader_at_rest(self) -> Optional[int]:
+        """The reader's count of events read once it is at rest (waiting at most
+        REST_WAIT), or None."""
+        assert self._at_rest is not None
+        deadline = time.monotonic() + REST_WAIT
+        count = self._at_rest()
+        while count is None and time.monotonic() < deadline and not self._stopping.is_set():
+            self._stopping.wait(0.005)
+            count = self._at_rest()
+        return count
+
     def _caught_up(self, before: Optional[int]) -> bool:
         """Whether supervisord held no event for this listener when it answered the
         resync's getAllProcessInfo(): the reader was at rest (*before*) and still is,
-        having read nothing, after BARRIER_CALLS more calls. A quiet time alone is not
-        proof: on a loaded machine the listener or supervisord may just not have run."""
-        if self._at_rest is None:
+        having read nothing, after BARRIER_CALLS more calls and REST_CHECK s (time for a
+        reader woken by an event, on a loaded machine, to get the CPU and count it). A
+        quiet time alone is not proof: the listener or supervisord may just not have run."""
+        if self._at_rest is None or self._rpc is None:
             return True
-        if before is None or self._rpc is None:
+        if before is None:
             return False
         try:
             for _ in range(BARRIER_CALLS):
                 self._rpc.get_pid()
-        except Exception:  # supervisord away: nothing confirmed, the next resync sees
+        except Exception as exc:  # supervisord away or refusing: nothing confirmed this time
+            self._throttle.log(
+                "barrier", logging.WARNING, "getPID() failed (%s: %s): differences stay held", type(exc).__name__, exc
+            )
             return False
         self._stopping.wait(REST_CHECK)
         return self._at_rest() == before
 
     def _resync(self, reason: str) -> None:
         confirm = routine(reason)
-        before = self._at_rest() if confirm and self._at_rest is not None else None
+        before = self._reader_at_rest() if confirm and self._at_rest is not None else None
         truth = self._fetch_truth()
-        caught_up = not confirm or truth is None or self._caught_up(before)
         stored = self._read_stored()
+        # The check costs two calls and REST_CHECK: made only when there is something to confirm.
+        caught_up = not confirm or truth is None or not _differs(truth, stored) or self._caught_up(before)
         now = self._clock()
         plan = plan_resync(
             truth,
@@ -518,7 +546,8 @@ class RedisSink:
             self._table.replace(previous_table.values())
             raise
         self._ordered = truth is not None
-        self._unconfirmed = dict(plan.unconfirmed)
+        if caught_up:  # a sighting made while events were arriving neither confirms nor forgets
+            self._unconfirmed = dict(plan.unconfirmed)
         self.published += len(plan.messages)
         self.resyncs += 1
         # Without supervisord's answer, it is asked again soon: it is the only authority.

@@ -307,7 +307,7 @@ class Bench:
         hosts, per_host = (50, 400) if self.quick else (200, 1500)
         total = hosts * per_host
         self.client.flushall()
-        follower = Follower(redis.Redis(host="127.0.0.1", port=self.redis.port), Fleet())
+        follower = Follower(redis.Redis(host="127.0.0.1", port=self.redis.port), fleet=Fleet())
         done = threading.Event()
         times: List[float] = []
 

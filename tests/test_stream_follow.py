@@ -535,3 +535,16 @@ def test_a_batch_applies_the_last_state_of_each_process_and_judges_every_seq(red
     assert batch.fleet.hosts["web1"].procs["a"]["statename"] == "STOPPED"
     assert batch.fleet.hosts["web1"].procs["b"]["statename"] == "STOPPING"
     assert batch.fleet.hosts["web1"].seq == web1.seq
+
+    # The last entry of a process in a batch cannot be decoded: skipped (not taken), and
+    # its host reloaded, since the states before it in the batch were not applied.
+    web1.transition("a", "STARTING")
+    web1.transition("a", "RUNNING", pid=6)
+    last_two = flat_entries(client)[-2:]
+    broken = list(last_two[-1][1])
+    broken[broken.index("now") + 1] = "9" * 30  # past year 9999
+    unparsed, resyncs = batch.reader.unparsed, batch.resyncs
+    assert batch.apply_entries([last_two[0], (last_two[-1][0], broken)], changes.append) == 1
+    assert (batch.reader.unparsed, batch.resyncs) == (unparsed + 1, resyncs + 1)
+    assert batch.fleet.hosts["web1"].procs["a"]["statename"] == "RUNNING"  # the snapshot's
+    assert batch.fleet.hosts["web1"].seq == web1.seq

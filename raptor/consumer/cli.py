@@ -120,7 +120,7 @@ def transitions_of(entries: Iterable[Tuple[Any, Sequence[Any]]], program: Option
     with a raw client (``history_client(raw=True)``): the others are never decoded."""
     found = []
     decode = EntryDecoder()
-    wanted = None if program is None else program.encode("utf-8")
+    wanted = None if program is None else program.encode("utf-8", "surrogateescape")
     for raw_id, raw_flat in entries:
         try:
             entry_id, flat = raw_id, raw_flat

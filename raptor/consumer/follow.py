@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, cast
 
 import redis
 from redis.backoff import AbstractBackoff, EqualJitterBackoff
@@ -35,7 +35,7 @@ from redis.backoff import AbstractBackoff, EqualJitterBackoff
 from .. import keys
 from .fleet import Apply, Fleet, Host, Proc
 from .seq import Seen
-from .stream import FIELDS, UNREADABLE, Entry, EntryDecoder, Gap, StreamReader, heading, stop_test, wait_unless_stopped
+from .stream import FIELDS, UNREADABLE, Entry, EntryDecoder, Gap, StreamReader, stop_test, wait_unless_stopped
 
 log = logging.getLogger("raptor.follow")
 RELOAD_EVERY = 30.0  # seconds: picks up hosts that publish nothing, and refresh ages
@@ -84,7 +84,7 @@ try:
     # Given once: redis-py 8 would otherwise look its own version up in the package
     # metadata for every connection made (~1.3 ms each, a tenth of a history query).
     _DRIVER_INFO: Dict[str, Any] = {"driver_info": DriverInfo(lib_version=redis.__version__)}
-except ImportError:  # redis-py before 8 reads it once, at import
+except ImportError:  # redis-py before 7.2 reads it once, at import
     _DRIVER_INFO = {}
 
 
@@ -248,8 +248,8 @@ class Follower:
     def __init__(
         self,
         client: redis.Redis,
-        fleet: Optional[Fleet] = None,
         *,
+        fleet: Optional[Fleet] = None,
         backoff: Optional[AbstractBackoff] = None,
         stream: str = keys.FLEET_HISTORY,
     ) -> None:
@@ -348,8 +348,8 @@ class Follower:
         latest: Dict[Tuple[str, str], _Pending] = {}
         taken = 0
         for entry_id, flat in entries:
-            # The publisher's entries are read by position (stream.heading, inlined: this
-            # loop runs 100,000 times a second); any other takes _head's way.
+            # The publisher's entries are read by position, inline (this loop runs
+            # 100,000 times a second); any other takes _head's way.
             if flat is not None and flat[0::2] == FIELDS:
                 host_name, name, event, run_id = flat[_HOST], flat[_NAME], flat[_EVENT], flat[_RUN_ID]
                 message = None
@@ -381,23 +381,33 @@ class Follower:
                 message = self._message((entry_id, flat, message))
                 if message is not None:
                     on_change(message)
+        taken -= self._apply_latest(latest, on_change)
         self.messages += taken
-        self._apply_latest(latest, on_change)
         return taken
 
     def _apply_latest(
         self, latest: Mapping[Tuple[str, str], _Pending], on_change: Callable[[Dict[str, Any]], None]
-    ) -> None:
+    ) -> int:
+        """Apply the last state of each process. One that cannot be decoded is skipped
+        (not taken: the count of those is returned) and its host reloaded: its seq was
+        judged already, and the states before it in the batch were not applied."""
         hosts = self.fleet.hosts
+        reloaded: Set[str] = set()  # their snapshots, read now, are newer than the batch
         for (host_name, name), pending in latest.items():
+            if host_name in reloaded:
+                continue
             message = self._message(pending)
             if message is None:
+                reloaded.add(host_name)
+                tracker = hosts[host_name].tracker
+                self._reload(host_name, tracker.run_id, tracker.seq)
                 continue
             if message.get("event") == "PROCESS_GROUP_REMOVED":
                 hosts[host_name].procs.pop(name, None)
             else:
                 hosts[host_name].procs[name] = cast(Proc, message)  # a state message is a full proc record
             on_change(message)
+        return len(reloaded)
 
     def _reload(self, host_name: str, run_id: Any, seq: Any) -> None:
         """Reload a host the fleet missed something of, from its snapshot (newer than the
@@ -411,13 +421,10 @@ class Follower:
             host.tracker.observe(run_id, seq)
 
     def _head(self, entry_id: str, flat: Optional[Sequence[str]]) -> Optional[_Head]:
-        """What :meth:`apply_entries` judges an entry by: read by position from the
-        publisher's layout, else from the entry made a message; None (and skipped) for
-        one that is not raptor's."""
-        head = heading(flat)
+        """What :meth:`apply_entries` judges an entry that is not in the publisher's
+        layout by: the entry made a message; None (and skipped) for one that is not
+        raptor's."""
         try:
-            if head is not None:
-                return _Head(*head[:4], int(head[4]), None)
             if flat is None:
                 raise ValueError("deleted entry")
             message = self.reader.decode(dict(zip(flat[0::2], flat[1::2])))

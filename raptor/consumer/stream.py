@@ -81,7 +81,8 @@ MAX_SEQ = 2**64 - 1
 Message = Dict[str, Any]
 Entry = Tuple[str, Optional[Sequence[str]]]  # id, [field, value, ...] as XREAD sends it
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-UNREADABLE = (KeyError, ValueError, TypeError, AttributeError, IndexError)  # what decoding a stranger's entry raises
+# What decoding an entry that is not raptor's raises (OverflowError: a time past year 9999).
+UNREADABLE = (KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError)
 _ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 
@@ -207,14 +208,6 @@ class EntryDecoder:
         message["resync"] = values[_RESYNC] == "1"
         message["expected"] = None if expected == "" else expected == "1"
         return message
-
-
-def heading(flat: Optional[Sequence[str]]) -> Optional[Tuple[str, str, str, str, str]]:
-    """``(host, name, event, run_id, seq)`` of an entry as Redis sends it, read by
-    position when it has the publisher's fields in order; None otherwise."""
-    if flat is None or flat[0::2] != FIELDS:
-        return None
-    return flat[1], flat[3], flat[2 * _EVENT + 1], flat[2 * _RUN_ID + 1], flat[2 * _SEQ + 1]
 
 
 def _int(value: str) -> int:
@@ -559,9 +552,7 @@ class StreamReader:
                 if not entries:
                     on_idle()
                     continue
-                if self._added is not None:
-                    self._added += len(entries)
-                self._take(entries, on_message, on_batch)
+                self._take(entries, None, on_message, on_batch)
                 caught_up = len(entries) < self.count
                 continue
             # A batch read and handled without the collector: it makes thousands of
@@ -569,8 +560,7 @@ class StreamReader:
             # with what the consumer keeps (a sixth of a catch-up's time).
             with collector_paused():
                 entries, info = self._checked_read(reader, on_gap)
-                self._count_checked(entries, info)
-                self._take(entries, on_message, on_batch)
+                self._take(entries, info, on_message, on_batch)
             caught_up = len(entries) < self.count
             if caught_up and not entries:
                 on_idle()
@@ -578,17 +568,27 @@ class StreamReader:
     def _take(
         self,
         entries: Sequence[Entry],
+        info: Any,
         on_message: Callable[[Message, str], None],
         on_batch: Optional[Callable[[Sequence[Entry]], int]],
     ) -> None:
-        if on_batch is None:
-            self._hand_on(entries, on_message)
-        elif entries:
-            self.received += on_batch(entries)
-            self.last_id = entries[-1][0]
+        """Hand *entries* on, then count those now behind the position (all of them,
+        unless a hook raised: the rest are read again); *info*: the XINFO read with them."""
+        before = self.last_id
+        try:
+            if on_batch is None:
+                self._hand_on(entries, on_message)
+            elif entries:
+                self.received += on_batch(entries)
+                self.last_id = entries[-1][0]
+        finally:
+            now = self.last_id
+            done = 0 if now is None or now == before else 1 + [entry[0] for entry in entries].index(now)
+            self._count(entries[:done], info if done == len(entries) else None)
 
-    def _count_checked(self, entries: Sequence[Entry], info: Any) -> None:
-        """Keep entries-added as of the position: exact when the read reached the end."""
+    def _count(self, entries: Sequence[Entry], info: Any) -> None:
+        """Keep entries-added as of the position: exact when a checked read (*info*)
+        reached the end."""
         if isinstance(info, dict):
             last = str(info["last-generated-id"])
             added = info.get("entries-added")

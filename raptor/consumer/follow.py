@@ -147,7 +147,7 @@ class Subscriber:
         stopped = stop_test(stop, should_stop)
         failures = 0
         while not stopped():
-            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2 on
             try:
                 self._subscribe(pubsub)
                 self._up(on_connect, on_state)

@@ -23,8 +23,8 @@ FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("1
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
-# does not pull it in).
-DEBIAN_PACKAGES := redis-server podman runc debootstrap golang-github-containernetworking-plugin-dnsname
+# does not pull it in); chromium, the browser the web page's tests drive.
+DEBIAN_PACKAGES := redis-server podman runc debootstrap golang-github-containernetworking-plugin-dnsname chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -43,6 +43,8 @@ class ListenerSpec:
     # listener NAME -> the HOSTNAME it publishes as; empty: one proc_publisher, as the
     # supervisord's hostname
     hosts: Mapping[str, str] = field(default_factory=dict)
+    # TICK_5 instead of the role's TICK_60: a snapshot refreshed every 5 s (stale-host tests)
+    events: str = "PROCESS_STATE,PROCESS_GROUP,TICK_60"
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class Supervisord:
             lines += [
                 f"[eventlistener:{name}]",
                 f"command={self.listener.command}",
-                "events=PROCESS_STATE,PROCESS_GROUP,TICK_60",
+                f"events={self.listener.events}",
                 f"buffer_size={self.listener.buffer_size}",
                 f"environment={environment}",
                 *([f"serverurl=http://127.0.0.1:{self.inet_port}"] if self.inet_port else []),

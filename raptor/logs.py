@@ -10,9 +10,9 @@ import sys
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Set, TextIO, Tuple
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
-LOG_FORMAT = "%(asctime)s proc_publisher[%(process)d] %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s {program}[%(process)d] %(levelname)s %(name)s: %(message)s"
 REDACTED = "***"
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
 
@@ -97,11 +97,28 @@ class _RaptorHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler configure_logging installed, to replace it and no other."""
 
 
+def url_secrets(url: str) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """The password of a URL as given and as the URL spells it (also a ``?password=``
+    option), and its (user, password) pair: what a log must never show of it."""
+    parts = urlsplit(url)
+    secrets: List[str] = []
+    credentials: List[Tuple[str, str]] = []
+    if parts.password:
+        secrets += [parts.password, unquote(parts.password)]
+        credentials.append((unquote(parts.username or ""), unquote(parts.password)))
+    secrets += parse_qs(parts.query).get("password", [])  # redis://h/0?password=...
+    return secrets, credentials
+
+
 def configure_logging(
-    stream: TextIO, level: str, secrets: Iterable[str] = (), credentials: Iterable[Tuple[str, str]] = ()
+    stream: TextIO,
+    level: str,
+    secrets: Iterable[str] = (),
+    credentials: Iterable[Tuple[str, str]] = (),
+    program: str = "proc_publisher",
 ) -> None:
     handler = _RaptorHandler(stream)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT.format(program=program)))
     handler.addFilter(RedactingFilter(secrets, credentials))
     raptor = logging.getLogger("raptor")
     raptor.handlers[:] = [handler]

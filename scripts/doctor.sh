@@ -38,6 +38,13 @@ else
   fail "redis-server not found -> run: make deps"
 fi
 
+# -- chromium ----------------------------------------------------------------------
+if command -v chromium >/dev/null && version="$(run 30 chromium --version 2>/dev/null)"; then
+  ok "$version (the web page's tests drive it headless)"
+else
+  fail "chromium not found or does not start -> run: make deps"
+fi
+
 # -- podman ------------------------------------------------------------------------
 podman_ok=0
 if ! command -v podman >/dev/null; then

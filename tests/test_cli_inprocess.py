@@ -50,6 +50,9 @@ def write_host(
                  "start": 1_700_000_000}  # fmt: skip
         entries[name] = json.dumps(entry)
     meta: Dict[str, Any] = {keys.META_RUN_ID: run_id, keys.META_SEQ: seq, keys.META_REFRESHED: refreshed}
+    # The listener's health as it writes it (strings), and one field that does not parse.
+    meta.update({keys.META_ACK_P99_MS: "0.3100", keys.META_DISCARDED: "2", keys.META_COALESCED: "0"})
+    meta.update({keys.META_VERSION: "3.0.0", keys.META_EVENTS: "not a number"})
     if supervisord_id:
         meta[keys.META_SUPERVISORD_ID] = supervisord_id
     client.hset(keys.snapshot_key(host), mapping=entries)
@@ -181,6 +184,7 @@ def test_status_json_keeps_its_shape(redis_server: RedisServer) -> None:
         "run_id": "run-9",
         "seq": 12,
         "supervisord_id": "b00t:1",
+        "listener": {"ack_p99_ms": 0.31, "discarded_by_supervisord": 2, "coalesced": 0, "version": "3.0.0"},
         "restarts_1h": 0,
         "process_restarts_1h": {},
     }

@@ -11,7 +11,14 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 DOCTOR = ROOT / "scripts" / "doctor.sh"
-PACKAGES = ["redis-server", "podman", "runc", "debootstrap", "golang-github-containernetworking-plugin-dnsname"]
+PACKAGES = [
+    "redis-server",
+    "podman",
+    "runc",
+    "debootstrap",
+    "golang-github-containernetworking-plugin-dnsname",
+    "chromium",
+]
 pytestmark = pytest.mark.integration
 
 

@@ -131,6 +131,9 @@ def test_the_wheel_is_the_package_and_its_license(sdist_and_wheel: Dict[str, Lis
     assert top == {"raptor", f"raptor-{__version__}.dist-info"}
     assert f"raptor-{__version__}.dist-info/licenses/LICENSE" in sdist_and_wheel["wheel"]
     assert "raptor/py.typed" in sdist_and_wheel["wheel"]
+    # raptor web's page is files of the package: served from the wheel, nothing to build or fetch.
+    static = {"index.html", "app.js", "app.css", "favicon.svg"}
+    assert {f"raptor/web/static/{name}" for name in static} <= set(sdist_and_wheel["wheel"])
 
 
 def test_the_collection_tarball_is_collection_content_only(tmp_path: Path) -> None:

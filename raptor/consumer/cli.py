@@ -6,6 +6,8 @@ raptor tail    [--since 10m|2h|1d|30s|ENTRY_ID] [--event GLOB] [--host GLOB] [--
                [--format json|line]                 transitions as they happen
 raptor history HOST [PROGRAM] [--since 24h|ENTRY_ID] [--json]
                                                     one host's transitions, restarts, crashes
+raptor web     [--bind 127.0.0.1] [--port 8642] [--root-path /PREFIX] [--token-file F | --no-auth]
+                                                    the live dashboard (raptor.web)
 
 Exit codes: 0 ok, 1 duplicate hosts (status) or unknown host (history), 2 bad
 configuration or Redis unreachable (one line on stderr).
@@ -201,23 +203,42 @@ def print_status(
         out.write(printable(describe_duplicate(duplicate)) + "\n")
 
 
+def status_report(
+    client: redis.Redis, host: Optional[str] = None, app: Optional[str] = None, *, exact: bool = False
+) -> Dict[str, Any]:
+    """``raptor status --json`` (and ``raptor web``'s ``/api/fleet``): every host, or those
+    matching the glob *host* (with *exact*, the one host of that name), with their
+    processes (of *app* only, when given), each host's restarts of the last hour, and the
+    duplicate pairs."""
+    fleet = Fleet()
+    if exact and host is not None:
+        fleet.load(client, [host])
+        hosts = fleet.select(None, app)
+    else:
+        fleet.load(client)
+        hosts = fleet.select(host, app)
+    duplicates = fleet.find_duplicates()
+    restarts = recent_restarts(client, [h.name for h in hosts], server_time(client), app)
+    report = Fleet.as_json(hosts, duplicates, time.time())
+    for record in report["hosts"]:
+        by_process = restarts.get(record["host"], {})
+        record["restarts_1h"] = sum(by_process.values())
+        record["process_restarts_1h"] = {p: n for p, n in sorted(by_process.items()) if n}
+    return report
+
+
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
-    out = ctx.out
+    if args.json:
+        report = status_report(ctx.client, args.host, args.app)
+        ctx.out.write(json_text(report, indent=2) + "\n")
+        return EXIT_DUPLICATES if report["duplicates"] else EXIT_OK
     fleet = Fleet()
     fleet.load(ctx.client)
     hosts = fleet.select(args.host, args.app)
     duplicates = fleet.find_duplicates()
-    now = time.time()
     restarts = recent_restarts(ctx.client, [h.name for h in hosts], server_time(ctx.client), args.app)
-    if args.json:
-        report = Fleet.as_json(hosts, duplicates, now)
-        for host in report["hosts"]:
-            by_process = restarts.get(host["host"], {})
-            host["restarts_1h"] = sum(by_process.values())
-            host["process_restarts_1h"] = {p: n for p, n in sorted(by_process.items()) if n}
-        out.write(json_text(report, indent=2) + "\n")
-    else:
-        print_status(hosts, duplicates, detail=bool(args.host or args.app), out=out, now=now, restarts=restarts)
+    detail = bool(args.host or args.app)
+    print_status(hosts, duplicates, detail=detail, out=ctx.out, now=time.time(), restarts=restarts)
     return EXIT_DUPLICATES if duplicates else EXIT_OK
 
 
@@ -355,20 +376,33 @@ def print_history(
     _table(rows, out)
 
 
-def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
-    client, host = ctx.client, args.host
+def history_report(
+    client: redis.Redis, host: str, program: Optional[str], since: Tuple[str, Any]
+) -> Optional[Tuple[List[Transition], float, float]]:
+    """One host's transitions (of *program* only, when given) from *since* (a parsed
+    ``--since``) to now, with the window's two epochs; None for a host this Redis has
+    no trace of. ``raptor history`` and ``raptor web``'s ``/api/history``."""
     key = keys.history_key(host)
     if not client.exists(key, keys.snapshot_key(host), keys.meta_key(host)):
-        found = "no history, snapshot or meta record of it in this Redis"
-        ctx.err.write(printable(f"raptor history: unknown host {host}: {found}") + "\n")
-        return EXIT_UNKNOWN_HOST
+        return None
     until = server_time(client)
-    position = since_position(client, args.since, until)
-    since = max(0.0, id_time(position)) if args.since[0] == "id" else until - float(args.since[1])
+    position = since_position(client, since, until)
+    start_epoch = max(0.0, id_time(position)) if since[0] == "id" else until - float(since[1])
     start = "(" + position if position != "0-0" else "-"
     with collector_paused():
-        reader = history_client(client, raw=args.program is not None)
-        transitions = select(transitions_of(read_range(reader, key, start), args.program), args.program)
+        reader = history_client(client, raw=program is not None)
+        transitions = select(transitions_of(read_range(reader, key, start), program), program)
+    return transitions, start_epoch, until
+
+
+def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
+    host = args.host
+    found = history_report(ctx.client, host, args.program, args.since)
+    if found is None:
+        what = "no history, snapshot or meta record of it in this Redis"
+        ctx.err.write(printable(f"raptor history: unknown host {host}: {what}") + "\n")
+        return EXIT_UNKNOWN_HOST
+    transitions, since, until = found
     if args.json:
         ctx.out.write(json_text(report(host, args.program, transitions, since, until), indent=2) + "\n")
         return EXIT_OK
@@ -387,6 +421,12 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
         ctx.err.write("raptor watch needs rich: pip install 'raptor[cli]'\n")
         return EXIT_ERROR
     return watch(Follower(ctx.client), args.host, args.app, stop=ctx.stop, out=ctx.out)
+
+
+def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
+    from ..web.server import serve  # noqa: PLC0415 (its dependencies are the web extra)
+
+    return serve(args, ctx.client, args.redis_url or "", ctx.err)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -433,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--json", action="store_true", help="one JSON document: transitions and processes")
     history.set_defaults(func=cmd_history)
+    web = commands.add_parser("web", parents=[common], help="the live fleet dashboard, in a browser")
+    from ..web.server import add_arguments  # noqa: PLC0415
+
+    add_arguments(web)
+    web.set_defaults(func=cmd_web)
     return parser
 
 

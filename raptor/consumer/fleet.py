@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -78,6 +79,7 @@ class Host:
     refreshed: Optional[float] = None  # epoch of the last full snapshot refresh
     supervisord_id: Optional[str] = None  # from host_meta; see raptor.identity
     loaded: bool = False  # read from Redis (not only seen in messages)
+    listener: Dict[str, Any] = field(default_factory=dict)  # the listener's health, from host_meta
 
     @property
     def run_id(self) -> Optional[str]:
@@ -135,6 +137,35 @@ def _float(value: Optional[str]) -> Optional[float]:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+# What a host's listener says of itself (host_meta), as status --json and raptor web show it.
+_HEALTH_NUMBERS = (
+    keys.META_EVENTS,
+    keys.META_DISCARDED,
+    keys.META_COALESCED,
+    keys.META_ACKS,
+    keys.META_ACK_P50_MS,
+    keys.META_ACK_P99_MS,
+    keys.META_ACK_MAX_MS,
+    keys.META_STARTED,
+    keys.META_UPDATED,
+    keys.META_PROCESSES,
+    keys.META_PID,
+)
+
+
+def listener_health(meta: Dict[str, str]) -> Dict[str, Any]:
+    """The listener's counters and ack latencies from its meta record (numbers where
+    they parse, absent where the publisher wrote none), and its version."""
+    health: Dict[str, Any] = {}
+    for name in _HEALTH_NUMBERS:
+        value = _float(meta.get(name))
+        if value is not None and math.isfinite(value):
+            health[name] = int(value) if value.is_integer() and "_ms" not in name else value
+    if meta.get(keys.META_VERSION):
+        health[keys.META_VERSION] = meta[keys.META_VERSION]
+    return health
 
 
 def proc_from_snapshot(host: str, raw: Dict[str, Any]) -> Proc:
@@ -200,6 +231,7 @@ class Fleet:
         host.tracker = SeqTracker(meta.get(keys.META_RUN_ID), seq)
         host.refreshed = _float(meta.get(keys.META_REFRESHED))
         host.supervisord_id = meta.get(keys.META_SUPERVISORD_ID) or None
+        host.listener = listener_health(meta)
         if host.refreshed is None and ttl and ttl > 0:
             # A publisher without a meta record (Velociraptor's own): estimate from the TTL.
             host.refreshed = now - (DEFAULT_SNAPSHOT_TTL - ttl)
@@ -309,6 +341,7 @@ class Fleet:
                 "run_id": host.run_id,
                 "seq": host.seq,
                 "supervisord_id": host.supervisord_id,
+                "listener": host.listener,
             }
 
         return {

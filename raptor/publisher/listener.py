@@ -18,7 +18,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, TextIO, Tuple
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import __version__
 from ..config import ConfigError, ListenerConfig
@@ -31,7 +30,7 @@ from ..keys import (
     META_DISCARDED,
     META_EVENTS,
 )
-from ..logs import Throttle, configure_logging, log_uncaught_exceptions
+from ..logs import Throttle, configure_logging, log_uncaught_exceptions, url_secrets
 from .events import EventParseError, GroupChange, ProcessStateChange, Tick, parse_event
 from .identity import host_identity
 from .outbox import Outbox
@@ -204,11 +203,9 @@ def _secrets(config: ListenerConfig) -> Tuple[List[str], List[Tuple[str, str]]]:
     secrets = [config.supervisor_password]
     credentials = [(config.supervisor_username, config.supervisor_password)]
     for url in (config.redis_url, config.supervisor_url or ""):
-        parts = urlsplit(url)
-        if parts.password:
-            secrets += [parts.password, unquote(parts.password)]
-            credentials.append((unquote(parts.username or ""), unquote(parts.password)))
-        secrets += parse_qs(parts.query).get("password", [])  # redis://h/0?password=...
+        found, pair = url_secrets(url)
+        secrets += found
+        credentials += pair
     return secrets, credentials
 
 

@@ -28,6 +28,16 @@ READ_BY_TESTS = [
     "roles/proc_publisher/meta/argument_specs.yml",
     "roles/proc_publisher/templates/proc_publisher.conf.j2",
     "roles/proc_publisher/vars/main.yml",
+    "roles/proc_publisher/handlers/main.yml",
+    "roles/proc_publisher/tasks/preflight.yml",
+    "roles/raptor_web/defaults/main.yml",
+    "roles/raptor_web/handlers/main.yml",
+    "roles/raptor_web/meta/argument_specs.yml",
+    "roles/raptor_web/tasks/configure.yml",
+    "roles/raptor_web/tasks/preflight.yml",
+    "roles/raptor_web/templates/raptor_web.conf.j2",
+    "roles/raptor_web/vars/main.yml",
+    "roles/raptor_web/vars/Debian.yml",
 ]
 COLLECTION_TOP_LEVEL = {
     "MANIFEST.json",
@@ -159,7 +169,7 @@ def test_the_collection_tarball_is_collection_content_only(tmp_path: Path) -> No
     assert top <= COLLECTION_TOP_LEVEL, top - COLLECTION_TOP_LEVEL
     assert not [name for name in names if any(part.startswith(".") for part in name.split("/"))]
     assert {"plugins/filter/supervisor_env_value.py", "LICENSE", "changelogs/changelog.yaml"} <= set(names)
-    assert "roles/proc_publisher/tasks/main.yml" in names
+    assert {"roles/proc_publisher/tasks/main.yml", "roles/raptor_web/tasks/main.yml"} <= set(names)
     # Galaxy finds a plugin's docs by its file name: one file per filter, named after it.
     filters = [name for name in names if name.startswith("plugins/filter/") and name.endswith(".py")]
     assert filters == ["plugins/filter/supervisor_env_value.py"]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the wheelhouses the role copies to hosts (air-gapped fleets; the tests):
-#   build/wheelhouse      raptor (this checkout) and its dependencies, for Python 3.9+
-#   build/wheelhouse-old  the same with raptor 3.0.0rc1, to test upgrades
+#   build/wheelhouse      raptor (this checkout) and its dependencies, with its web
+#                         extra's (raptor web: starlette, uvicorn, hiredis...), for
+#                         Python 3.9-3.13 (Debian 12 has 3.11, Debian 13 has 3.13)
+#   build/wheelhouse-old  raptor 3.0.0rc1 and redis-py, to test proc_publisher upgrades
 #   build/wheelhouse-supervisor  supervisor from PyPI, for the molecule host whose
 #                         supervisord is installed with pip (hosts cannot reach PyPI)
 # Rebuilt when the package's sources are newer than the wheelhouse.
@@ -19,19 +21,31 @@ if [ ! -f "$sup/.built" ]; then
 fi
 out=build/wheelhouse
 stamp="$out/.built"
-if [ -f "$stamp" ] && [ -z "$(find raptor pyproject.toml -newer "$stamp" -print -quit)" ]; then
+if [ -f "$stamp" ] && [ -z "$(find raptor pyproject.toml scripts/wheelhouse.sh -newer "$stamp" -print -quit)" ]; then
   echo "wheelhouse: up to date"
   exit 0
 fi
 rm -rf build/wheelhouse build/wheelhouse-old build/old-src
 mkdir -p "$out"
 "${PIP[@]}" wheel -q --no-deps -w "$out" .
-# redis-py and what it needs, for every Python a host may have: pure-Python wheels.
+wheel=("$out"/raptor-*.whl)
+# What raptor and its web extra need (the proc_publisher role installs raptor, the
+# raptor_web role raptor[web]), for every Python a host may have: redis-py and the web
+# stack are pure Python; hiredis is compiled, one wheel per Python, for this machine's
+# architecture (set RAPTOR_WHEELHOUSE_PLATFORMS, e.g. "manylinux2014_aarch64", for
+# hosts of another one). The newest release each Python accepts: a host's pip picks it.
+platforms=()
+for platform in ${RAPTOR_WHEELHOUSE_PLATFORMS:-}; do platforms+=(--platform "$platform"); done
 for py in 3.9 3.10 3.11 3.12 3.13; do
-  "${PIP[@]}" download -q --only-binary=:all: --python-version "$py" -d "$out" "redis>=5.0,<9"
+  "${PIP[@]}" download -q --only-binary=:all: --python-version "$py" "${platforms[@]}" -d "$out" \
+    "${wheel[0]}[web]"
+  # pip evaluates markers for the interpreter it runs on, not for --python-version: add
+  # what the stack needs only on some Pythons explicitly (anyio: exceptiongroup below
+  # 3.11; typing_extensions below 3.13).
+  "${PIP[@]}" download -q --only-binary=:all: --python-version "$py" "${platforms[@]}" -d "$out" \
+    "exceptiongroup>=1.0.2" "typing_extensions>=4.10"
 done
-# pip evaluates markers for the interpreter it runs on: add what redis-py needs
-# on Python < 3.11.3 explicitly.
+# ... and what redis-py needs on Python < 3.11.3.
 "${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$out" "async-timeout>=4.0.3"
 # An older raptor, to prove upgrades.
 mkdir -p build/old-src build/wheelhouse-old

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # The main job on a local fleet: podman containers as hosts, a Redis host, and
-# ansible-playbook rolling out proc_publisher with the playbook users copy.
+# ansible-playbook rolling out proc_publisher with the playbook users copy, and raptor
+# web (the dashboard) on the Redis host, published on this machine's loopback.
 #   demo/demo.sh up     create (or reuse) the fleet, roll out, show it live
 #   demo/demo.sh down   remove the fleet
 # Environment: RAPTOR_DEMO_PREFIX (container names, default raptor-demo),
-# RAPTOR_DEMO_REDIS_PORT (loopback port of the demo's Redis, default 16390).
+# RAPTOR_DEMO_REDIS_PORT (loopback port of the demo's Redis, default 16390),
+# RAPTOR_DEMO_WEB_PORT (loopback port of its raptor web, default 16391).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/molecule/containers.conf}"
 export PATH="$ROOT/.venv/bin:$PATH"
 PREFIX="${RAPTOR_DEMO_PREFIX:-raptor-demo}"
 PORT="${RAPTOR_DEMO_REDIS_PORT:-16390}"
+WEB_PORT="${RAPTOR_DEMO_WEB_PORT:-16391}"
 NETWORK="$PREFIX-net"
 PASSWORD="demo-pass"
 STATE="$ROOT/build/$PREFIX"
 REDIS_URL="redis://:$PASSWORD@127.0.0.1:$PORT/0"
+WEB_URL="http://127.0.0.1:$WEB_PORT/"
+# raptor web listens on 0.0.0.0 inside the Redis container (so that the published port
+# reaches it), hence with a token: made once per demo fleet, kept here.
+WEB_TOKEN_FILE="$STATE/web-token"
 # inventory name, container hostname (deliberately not the same), image
 HOSTS=("web1 ip-10-42-0-11.demo.internal 12" "web2 ip-10-42-0-12.demo.internal 13" "worker1 ip-10-42-0-13.demo.internal 13")
 
@@ -40,6 +47,30 @@ listener_logs() {
     timeout 20 podman exec "$PREFIX-$name" tail -n 5 /var/log/supervisor/proc_publisher.log >&2 2>/dev/null \
       || echo "(no log: the listener never started)" >&2
   done
+}
+
+# raptor web's log on the Redis host: what to look at when the dashboard does not answer.
+web_log() {
+  echo "--- $PREFIX-redis: /var/log/supervisor/raptor_web.log (last lines)" >&2
+  timeout 20 podman exec "$PREFIX-redis" tail -n 10 /var/log/supervisor/raptor_web.log >&2 2>/dev/null \
+    || echo "(no log: raptor web never started)" >&2
+}
+
+# Whether container $1 publishes exactly the ports "$2" (e.g. "6379/tcp=127.0.0.1:16390
+# 8642/tcp=127.0.0.1:16391"): a container made by an older demo lacks the web's.
+publishes() {
+  local bindings
+  bindings=$(within 30 "podman container inspect $1" podman container inspect --format '{{json .HostConfig.PortBindings}}' "$1") || return 1
+  python - "$bindings" "$2" <<'PY'
+import json, sys
+found = {port: sorted(f"{b.get('HostIp') or '0.0.0.0'}:{b['HostPort']}" for b in binds or [])
+         for port, binds in (json.loads(sys.argv[1]) or {}).items()}
+wanted = {}
+for item in sys.argv[2].split():
+    port, _, address = item.partition("=")
+    wanted[port] = [address]
+sys.exit(0 if found == wanted else 1)
+PY
 }
 
 down() {
@@ -86,7 +117,14 @@ up() {
     echo "demo: podman network $NETWORK has no name resolution; run: make deps (installs the CNI dnsname plugin), then make doctor" >&2
     return 1
   fi
-  container "$PREFIX-redis" "$PREFIX-redis" 12 --publish "127.0.0.1:$PORT:6379"
+  # Redis, and raptor web (8642 in the container), each on this machine's loopback only.
+  if podman container exists "$PREFIX-redis" \
+    && ! publishes "$PREFIX-redis" "6379/tcp=127.0.0.1:$PORT 8642/tcp=127.0.0.1:$WEB_PORT"; then
+    echo "  container $PREFIX-redis does not publish 127.0.0.1:$PORT -> 6379 and 127.0.0.1:$WEB_PORT -> 8642" \
+      "(made by an older demo, or with other ports): recreating it; the listeners publish to the new one"
+    within 60 "podman rm $PREFIX-redis" podman rm -f -t 0 "$PREFIX-redis" >/dev/null
+  fi
+  container "$PREFIX-redis" "$PREFIX-redis" 12 --publish "127.0.0.1:$PORT:6379" --publish "127.0.0.1:$WEB_PORT:8642"
   for entry in "${HOSTS[@]}"; do
     read -r name hostname image <<<"$entry"
     container "$PREFIX-$name" "$hostname" "$image"
@@ -94,6 +132,11 @@ up() {
   done
 
   mkdir -p "$STATE" "$ROOT/build/collections/ansible_collections/velociraptor"
+  if [ ! -s "$WEB_TOKEN_FILE" ]; then
+    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$WEB_TOKEN_FILE")
+  fi
+  local web_token
+  web_token=$(<"$WEB_TOKEN_FILE")
   ln -sfn "$ROOT" "$ROOT/build/collections/ansible_collections/velociraptor/raptor"
   {
     echo "all:"
@@ -105,6 +148,12 @@ up() {
     echo "    raptor_programs_per_host: 3"
     echo "  children:"
     echo "    redis:"
+    echo "      vars:"
+    echo "        raptor_web_redis_url: redis://:$PASSWORD@127.0.0.1:6379/0"
+    echo "        raptor_web_wheelhouse: $ROOT/build/wheelhouse"
+    echo "        raptor_web_install_supervisor: true"
+    echo "        raptor_web_bind: 0.0.0.0"
+    echo "        raptor_web_token: \"{{ lookup('ansible.builtin.file', '$WEB_TOKEN_FILE') }}\""
     echo "      hosts:"
     echo "        $PREFIX-redis:"
     echo "    fleet:"
@@ -124,8 +173,8 @@ up() {
   say "2/5 prepare: supervisor and three programs on each fleet host, redis-server on the Redis host"
   playbook "$ROOT/molecule/shared/prepare.yml"
 
-  say "3/5 roll out: ansible-playbook playbooks/site.yml (the playbook you copy)"
-  playbook "$ROOT/playbooks/site.yml" -e proc_publisher_hosts=fleet
+  say "3/5 roll out: ansible-playbook playbooks/site.yml (the playbook you copy): proc_publisher on the fleet, raptor web on the Redis host"
+  playbook "$ROOT/playbooks/site.yml" -e proc_publisher_hosts=fleet -e raptor_web_hosts=redis
   within 60 "every fleet host to publish its snapshot to Redis" python - "$REDIS_URL" "${HOSTS[@]%% *}" <<'PY' || { listener_logs; return 1; }
 import sys, time, redis
 client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)
@@ -142,6 +191,28 @@ while missing:
     if missing:
         time.sleep(0.2)
 print(f"  every fleet host publishes: {' '.join(hosts)}")
+PY
+  within 60 "raptor web to list the fleet on ${WEB_URL}api/fleet" python - "$WEB_URL" "$WEB_TOKEN_FILE" "${HOSTS[@]%% *}" <<'PY' || { web_log; return 1; }
+import base64, json, sys, time, urllib.error, urllib.request
+url, token_file, hosts = sys.argv[1], sys.argv[2], sorted(sys.argv[3:])
+token = open(token_file, encoding="utf-8").read().strip()
+login = base64.b64encode(f"demo:{token}".encode()).decode()
+said = ""
+while True:
+    try:
+        request = urllib.request.Request(url + "api/fleet", headers={"Authorization": f"Basic {login}"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            listed = sorted(h["host"] for h in json.load(answer)["hosts"])
+        news = f"  raptor web lists: {' '.join(listed) or 'no host yet'}"
+        if listed == hosts:
+            break
+    except (OSError, ValueError, KeyError) as exc:  # not listening yet, 503 while Redis is away...
+        news = f"  raptor web does not answer yet: {exc}"
+    if news != said:
+        print(news, file=sys.stderr, flush=True)
+        said = news
+    time.sleep(0.5)
+print(f"  raptor web lists the fleet on {url} (basic auth: any user, the token as the password)")
 PY
 
   say "4/5 live: restarting a program on web1 and one on worker1; their messages as they arrive"
@@ -190,6 +261,11 @@ Done in $((SECONDS - started)) s. The fleet keeps running. Try:
   podman exec $PREFIX-redis redis-server --requirepass $PASSWORD --protected-mode no --daemonize yes
                                                            # ... bring it back: the view resyncs
   make demo-down                                           # remove it all
+
+raptor web, the live dashboard, served by supervisord on $PREFIX-redis (your browser asks
+for a login: any user name, and the token $web_token as the password;
+also in $WEB_TOKEN_FILE):
+  $WEB_URL
 TXT
   return "$code"
 }

@@ -1,11 +1,15 @@
-"""`make demo`, end to end: containers, ansible-playbook, live messages, status."""
+"""`make demo`, end to end: containers, ansible-playbook, live messages, status, raptor web."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 import pytest
 
@@ -15,9 +19,26 @@ ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.integration
 
 
+def get_json(url: str, authorization: Optional[str] = None) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)
+
+
+# The demo's own deadlines (1200 s up, 120 s down), not the suite's 300 s: on a loaded
+# machine it takes over 5 minutes (two Debian package installs and two virtualenvs).
+@pytest.mark.timeout(1500)
 def test_demo_rolls_out_a_fleet_without_duplicates() -> None:
     port = free_port()
-    env = {**os.environ, "RAPTOR_DEMO_PREFIX": "raptor-demotest", "RAPTOR_DEMO_REDIS_PORT": str(port)}
+    web_port = free_port()
+    while web_port == port:
+        web_port = free_port()
+    env: Dict[str, str] = {
+        **os.environ,
+        "RAPTOR_DEMO_PREFIX": "raptor-demotest",
+        "RAPTOR_DEMO_REDIS_PORT": str(port),
+        "RAPTOR_DEMO_WEB_PORT": str(web_port),
+    }
     script = str(ROOT / "demo" / "demo.sh")
     try:
         result = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=1200, check=False)
@@ -43,6 +64,24 @@ def test_demo_rolls_out_a_fleet_without_duplicates() -> None:
         assert [h["host"] for h in report["hosts"]] == ["web1", "web2", "worker1"]
         assert report["duplicates"] == []
         assert all(h["counts"] == {"RUNNING": 4} for h in report["hosts"])
+        # raptor web on the Redis host, published on the loopback, with the demo's token;
+        # the demo ends with its address.
+        web = f"http://127.0.0.1:{web_port}/"
+        assert out.rstrip().splitlines()[-1].strip() == web
+        token = (ROOT / "build" / "raptor-demotest" / "web-token").read_text(encoding="utf-8").strip()
+        assert len(token) >= 16
+        assert token in out  # told to the user, with the URL
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get_json(web + "api/fleet")
+        assert refused.value.code == 401
+        assert refused.value.headers["WWW-Authenticate"].startswith("Basic")
+        with pytest.raises(urllib.error.HTTPError) as wrong:
+            get_json(web + "api/fleet", "Basic " + base64.b64encode(b"demo:not-the-token-at-all").decode())
+        assert wrong.value.code == 401
+        basic = "Basic " + base64.b64encode(f"anyone:{token}".encode()).decode()
+        fleet = get_json(web + "api/fleet", basic)
+        assert [h["host"] for h in fleet["hosts"]] == ["web1", "web2", "worker1"]
+        assert get_json(web + "api/fleet", f"Bearer {token}")["duplicates"] == []
     finally:
         down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert down.returncode == 0

@@ -19,7 +19,7 @@ export NO_COLOR := 1
 export RAPTOR_REQUIRE_VR_COMMON := 1
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history deps doctor images wheelhouse collection clean
+.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history bench-web deps doctor images wheelhouse collection clean
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
@@ -95,6 +95,11 @@ BASELINE ?= HEAD
 # consumer catching up (a few minutes; bench/results/history.*).
 bench-history: deps $(BIN)/.installed
 	python -m bench.history
+
+# raptor web: first render of 1,000 hosts x 50 programs, event to screen in Chromium at
+# 2,000 transitions/s, the server's cost with 100 followers (a few minutes; bench/results/web.*).
+bench-web: deps $(BIN)/.installed
+	python -m bench.web
 
 bench-compare: deps $(BIN)/.installed
 	python -m bench.run --baseline $(BASELINE)

@@ -38,3 +38,18 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert {"seed_config", "sync_getallprocessinfo", "vr_agent_2_0_0", "meta"} <= results.keys()
     assert (tmp_path / "burst.png").stat().st_size > 10_000
     assert "| figure | target |" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.browser
+def test_web_bench_writes_every_figure(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.web", "--hosts", "20", "--programs", "5", "--rate", "100"]
+    command += ["--seconds", "3", "--followers", "3", "--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((tmp_path / "web.json").read_text())["figures"]
+    assert figures["entries_on_page"] == figures["entries_written"] == 300
+    assert figures["followers_all_complete"] is True
+    for key in ("first_render_median_s", "latency_p99_ms", "followers_latency_p99_ms", "followers_server_rss_mb_max"):
+        assert key in figures, key
+    assert (tmp_path / "web.png").stat().st_size > 10_000
+    assert "| figure | value | target |" in (tmp_path / "web.md").read_text()

@@ -32,10 +32,10 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple, Union
 
 import redis
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -223,7 +223,7 @@ class Web:
         )
         return response
 
-    async def _events(self, position: str) -> AsyncIterator[Dict[str, Any]]:
+    async def _events(self, position: str) -> AsyncIterator[Union[Dict[str, Any], bytes]]:
         hub = self.hub
         told: Optional[bool] = None  # the Redis state this page was last told
         generation = hub.generation
@@ -260,8 +260,13 @@ class Web:
             await asyncio.sleep(COALESCE)  # what else arrives meanwhile goes in the same event
 
 
-def _entries_event(batch: Batch) -> Dict[str, Any]:
-    return {"event": "entries", "id": batch.last_id, "data": "[" + ",".join(batch.items) + "]"}
+def _entries_event(batch: Batch) -> bytes:
+    # Encoded once per batch (the hub hands the same batch to every page at the live edge).
+    event = batch.encoded.get("sse")
+    if event is None:
+        data = "[" + ",".join(batch.items) + "]"
+        event = batch.encoded["sse"] = ServerSentEvent(data=data, event="entries", id=batch.last_id).encode()
+    return event
 
 
 def create_app(

@@ -30,8 +30,8 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import redis
 
@@ -51,6 +51,7 @@ log = logging.getLogger("raptor.web")
 
 KEEP = 200_000  # entries kept in memory: ~100 s of a 2,000 transitions/s burst, ~60 MB
 BATCH = 500  # entries per server-sent event at most
+SHARED = 64  # batches remembered for the next page that asks for the same entries
 Id = Tuple[int, int]
 
 
@@ -58,6 +59,9 @@ Id = Tuple[int, int]
 class Batch:
     last_id: str
     items: Sequence[str]  # each entry's message, as JSON text
+    # What the server made of it once (its server-sent event), for every page sent the
+    # same batch: pages at the live edge ask for the same entries in the same tick.
+    encoded: Dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Hub:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._reader = StreamReader(client, stream)
         self._decode = EntryDecoder()
+        self._batches: Dict[Tuple[int, int], Batch] = {}  # by (first, end) index in the window
 
     # -- the reader's thread ----------------------------------------------------------
 
@@ -188,6 +193,7 @@ class Hub:
         self.generation += 1
         self.floor = position
         self._ids, self._id_text, self._items = [], [], []
+        self._batches.clear()
         self._why = why
         self._wake()
 
@@ -199,6 +205,7 @@ class Hub:
         if excess > self.keep // 4:  # evict in chunks: deleting a list's head is O(n)
             self.floor = self._id_text[excess - 1]
             del self._ids[:excess], self._id_text[:excess], self._items[:excess]
+            self._batches.clear()  # their indexes moved
         self._wake()
 
     @property
@@ -215,7 +222,13 @@ class Hub:
         if start >= len(self._ids):
             return None
         end = min(len(self._ids), start + limit)
-        return Batch(self._id_text[end - 1], [item for item in self._items[start:end] if item])
+        batch = self._batches.get((start, end))
+        if batch is None:
+            if len(self._batches) >= SHARED:
+                self._batches.clear()
+            batch = Batch(self._id_text[end - 1], [item for item in self._items[start:end] if item])
+            self._batches[(start, end)] = batch
+        return batch
 
     async def changed(self, timeout: float) -> None:
         """Return when something arrives (or the state changes), or after *timeout* s."""

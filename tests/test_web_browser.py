@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from harness import ListenerSpec, RedisServer, Supervisord, Supervisords, snapshot_differences, wait_for
-from harness.web import WebServer
+from harness.web import Nginx, WebServer
 from raptor.keys import FLEET_HISTORY
 
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser extra (make installs it)")
@@ -66,6 +66,20 @@ class Page:
         found: List[List[str]] = wait_for(matching, timeout, what)
         return found
 
+    def misaligned(self) -> List[str]:
+        """The head's columns whose edges are not those of the first row's cells below them."""
+        found: List[str] = self.page.evaluate(
+            """() => {
+                const head = [...document.querySelectorAll('#head > span')];
+                const row = document.querySelector('#spacer .row:not([hidden])');
+                return head.filter((h, i) => {
+                    const a = h.getBoundingClientRect(), b = row.children[i].getBoundingClientRect();
+                    return Math.abs(a.left - b.left) > 1 || Math.abs(a.right - b.right) > 1;
+                }).map((h) => h.textContent);
+            }"""
+        )
+        return found
+
     def stats(self) -> Dict[str, Any]:
         found: Dict[str, Any] = self.page.evaluate("() => window.raptorStats")
         return found
@@ -93,8 +107,10 @@ def test_the_fleet_page_shows_a_supervisords_programs_live_and_names_as_text(
         page = Page(browser, web.url)
         rows = page.wait_rows(lambda rows: rows and rows[0][1] == "4", "the host's row with its 4 processes")
         assert rows[0][0] == HOSTILE_HOST and rows[0][2] == "4"  # RUNNING
+        assert page.misaligned() == []  # each count under its state's title
         page.page.click("#spacer a")  # the host's page
         page.wait_rows(lambda rows: pids_shown(rows) == pids_true(sup), "the host page to show supervisord's truth")
+        assert page.misaligned() == []
         text = page.page.inner_text("#spacer")
         assert HOSTILE_PROGRAM.replace("\t", " ") in text.replace("\t", " ")
         before = pids_true(sup)["worker"][1]
@@ -153,8 +169,7 @@ def test_no_transition_is_lost_across_a_server_restart_and_a_redis_restart(
         wait_for(lambda: not snapshot_differences(client, "h1", sup), 10, "the snapshot")
         with WebServer(tmp_path / "web", server.url) as web:
             page = Page(browser, web.url + "?view=host&host=h1")
-            start = page.page.evaluate("() => window.raptorStats.ids.length")
-            first = client.xrevrange(FLEET_HISTORY, count=1)[0][0].decode()
+            first = page.stats()["loadedFrom"]  # what the page follows on from
 
             web.stop()  # the page's EventSource reconnects on its own, with Last-Event-ID
             sup.ctl("restart", "p1", "p2")
@@ -171,9 +186,32 @@ def test_no_transition_is_lost_across_a_server_restart_and_a_redis_restart(
             )
             sup.ctl("restart", "p5")
             page.wait_rows(lambda rows: pids_shown(rows) == pids_true(sup), "the page to follow on")
-            ids = page.stats()["ids"][start:]
+            ids = page.stats()["ids"]
         stream = [i.decode() for i, _ in client.xrange(FLEET_HISTORY, "(" + first, "+")]
         assert ids == stream  # every entry once, in order: nothing lost, nothing twice
         assert len(stream) >= 20
         assert page.stats()["resets"] == 0
+        page.close()
+
+
+@pytest.mark.parametrize("strip", [True, False], ids=["proxy-strips-prefix", "proxy-keeps-prefix"])
+def test_the_page_works_behind_nginx_under_a_path_prefix(
+    browser: Any, tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, strip: bool
+) -> None:
+    sup = start_supervisord(["worker"], redis_server.url, hostname="h1")
+    wait_for(sup.programs_running, 30, "programs to run")
+    args = [] if strip else ["--root-path", "/raptor"]  # a stripping proxy needs nothing
+    with (
+        WebServer(tmp_path / "web", redis_server.url, args=args) as web,
+        Nginx(tmp_path / "nginx", web.port, "/raptor", strip=strip) as proxy,
+    ):
+        page = Page(browser, proxy.url + "?view=host&host=h1")
+        page.wait_rows(lambda rows: pids_shown(rows) == pids_true(sup), "the host page through nginx")
+        sup.ctl("restart", "worker")  # live, through the proxy's unbuffered event stream
+        page.wait_rows(lambda rows: pids_shown(rows) == pids_true(sup), "the restart through nginx")
+        assert page.stats()["applied"] >= 4
+        page.page.click("#home")  # the fleet page: a relative link, still under the prefix
+        page.wait_rows(lambda rows: [row[0] for row in rows] == ["h1"], "the fleet page through nginx")
+        assert page.page.url.startswith(proxy.url)
+        assert page.errors == []
         page.close()

@@ -32,7 +32,10 @@
     loaded: false,
   };
   // For tests and benchmarks: what the page has applied, and how late (see bench/web.py).
-  const stats = { entries: 0, applied: 0, duplicates: 0, reloads: 0, resets: 0, latencies: [], ids: [], lastEntry: null };
+  // What the page did, for the tests and the benchmark; `loadedFrom`: the position of the last full load.
+  const stats = {
+    entries: 0, applied: 0, duplicates: 0, reloads: 0, resets: 0, latencies: [], ids: [], lastEntry: null, loadedFrom: null,
+  };
   window.raptorStats = stats;
   let pendingLatency = [];
   let source = null;
@@ -170,6 +173,7 @@
     setSummary(report);
     model.loaded = true;
     retryDelay = 500;
+    stats.loadedFrom = report.position;
     follow(report.position);
     if (view.view === "process") loadHistory();
     scheduleRender();

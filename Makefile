@@ -17,9 +17,11 @@ export NO_COLOR := 1
 # The suites need PyPI anyway: a vr.common that cannot be installed fails the name tests
 # instead of skipping them.
 export RAPTOR_REQUIRE_VR_COMMON := 1
+NGINX_DIR := build/nginx
+NGINX := $(NGINX_DIR)/usr/sbin/nginx
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history bench-web deps doctor images wheelhouse collection clean
+.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history bench-web screenshots nginx deps doctor images wheelhouse collection clean
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
@@ -57,7 +59,13 @@ lint: $(BIN)/.installed collection
 	yamllint -s .
 	ansible-lint --nocolor
 
-pytest: deps $(BIN)/.installed
+# Debian's nginx, unpacked (not installed: no service starts), for the reverse-proxy test.
+nginx: $(NGINX)
+$(NGINX): scripts/nginx.sh
+	scripts/nginx.sh $(NGINX_DIR)
+	touch $@
+
+pytest: deps $(BIN)/.installed nginx
 	pytest -q --ignore=tests/test_demo.py
 
 # The same suites on the other Python 3.9-3.13 interpreters this machine has.
@@ -100,6 +108,10 @@ bench-history: deps $(BIN)/.installed
 # 2,000 transitions/s, the server's cost with 100 followers (a few minutes; bench/results/web.*).
 bench-web: deps $(BIN)/.installed
 	python -m bench.web
+
+# The README's screenshots of raptor web (docs/web-*.png), from real supervisords.
+screenshots: deps $(BIN)/.installed
+	python scripts/screenshots.py
 
 bench-compare: deps $(BIN)/.installed
 	python -m bench.run --baseline $(BASELINE)

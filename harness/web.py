@@ -166,3 +166,83 @@ def read_events(
 def entries(events: List[Event]) -> List[Dict[str, Any]]:
     """The messages of the ``entries`` events, in order."""
     return [message for event in events if event.event == "entries" for message in event.json()]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+NGINX = ROOT / "build" / "nginx" / "usr" / "sbin" / "nginx"  # scripts/nginx.sh unpacks it there
+
+NGINX_CONF = """\
+worker_processes 1;
+pid nginx.pid;
+error_log error.log info;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location {prefix}/ {{
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Connection "";
+            proxy_buffering off;  # server-sent events: each one as it comes
+            proxy_read_timeout 1h;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """Debian's nginx on a free loopback port, serving *target* under *prefix*:
+    ``strip=True`` forwards ``{prefix}/x`` as ``/x`` (``proxy_pass http://.../;``),
+    ``strip=False`` as it came. ``with Nginx(...) as proxy:``; ``proxy.url`` ends with
+    the prefix and a slash."""
+
+    def __init__(self, directory: Path, target_port: int, prefix: str, *, strip: bool = True) -> None:
+        self.directory = directory
+        (directory / "tmp").mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.prefix = prefix
+        upstream = f"http://127.0.0.1:{target_port}" + ("/" if strip else "")
+        (directory / "nginx.conf").write_text(NGINX_CONF.format(port=self.port, prefix=prefix, upstream=upstream))
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}/"
+
+    def start(self) -> Nginx:
+        if not NGINX.exists():
+            raise AssertionError(f"{NGINX} is missing: run scripts/nginx.sh (make pytest does)")
+        command = [str(NGINX), "-p", str(self.directory), "-c", "nginx.conf", "-e", "error.log", "-g", "daemon off;"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(self._listens, 20, f"nginx on port {self.port} (log: {self.directory / 'error.log'})")
+        return self
+
+    def _listens(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.directory / "error.log").read_text(errors="replace")
+            raise AssertionError(f"nginx exited with {self.process.returncode}: {log[-2000:]}")
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(15)
+            self.process = None
+
+    def __enter__(self) -> Nginx:
+        return self.start()
+
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], error: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        self.stop()

@@ -4,6 +4,7 @@ the JSON API's shapes, the event stream's resumption, auth and the page's policy
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import subprocess
@@ -166,6 +167,21 @@ def test_every_response_carries_the_policy_and_the_page_has_no_inline_code(web: 
     assert re.findall(r"<script[^>]*>", html) == ['<script src="static/app.js" defer>']
     assert "<style" not in html and not re.search(r"\son[a-z]+=", html) and "style=" not in html
     assert "http://" not in html and "https://" not in html  # nothing from elsewhere
+
+
+def test_a_root_path_is_served_with_or_without_the_prefix_and_the_bare_prefix_redirects(
+    fleet: Supervisord, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with WebServer(tmp_path / "web", redis_server.url, args=["--root-path", "/raptor"]) as web:
+        # A proxy that forwards the path as it came, and one that strips the prefix.
+        for path in ("raptor/api/fleet", "api/fleet"):
+            assert [h["host"] for h in web.json(path)["hosts"]] == [HOST], path
+        assert web.get("raptor/static/app.js")[0] == 200
+        connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+        connection.request("GET", "/raptor?view=host&host=x")
+        answer = connection.getresponse()
+        assert (answer.status, answer.getheader("Location")) == (308, "/raptor/?view=host&host=x")
+        connection.close()
 
 
 def test_a_token_is_required_when_set_and_never_logged(tmp_path: Path, redis_server: RedisServer) -> None:

@@ -39,7 +39,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -100,6 +100,33 @@ class Guard:
                 await response(scope, receive, send_with_headers)
                 return
         await self.app(scope, receive, send_with_headers)
+
+
+class Prefix:
+    """ASGI middleware: the application under a reverse proxy's path prefix (``--root-path``),
+    whether the proxy strips it (``/raptor/api/fleet`` arrives as ``/api/fleet``) or
+    forwards the path as it came: a leading prefix is taken off, and the bare prefix is
+    redirected to prefix + ``/``, under which the page's relative URLs resolve.
+    Not uvicorn's ``root_path``: that one prepends the prefix to every path, so only a
+    stripping proxy works with it."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and self.prefix and (path == self.prefix or path.startswith(self.prefix + "/")):
+            if path == self.prefix:
+                query = scope.get("query_string", b"").decode("latin-1")
+                location = self.prefix + "/" + ("?" + query if query else "")
+                await RedirectResponse(location, status_code=308)(scope, receive, send)
+                return
+            scope = dict(scope, path=path[len(self.prefix) :])
+            raw = scope.get("raw_path")
+            if raw is not None and raw.startswith(self.prefix.encode("latin-1") + b"/"):
+                scope["raw_path"] = raw[len(self.prefix) :]
+        await self.app(scope, receive, send)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -270,11 +297,16 @@ def _entries_event(batch: Batch) -> bytes:
 
 
 def create_app(
-    client: redis.Redis, url: str, *, token: Optional[str] = None, stale_after: float = STALE_AFTER
+    client: redis.Redis,
+    url: str,
+    *,
+    token: Optional[str] = None,
+    stale_after: float = STALE_AFTER,
+    root_path: str = "",
 ) -> ASGIApp:
     """The application, reading Redis through *client* (*url* only for error messages,
     redacted); with *token*, every request must carry it; a host whose snapshot is
-    older than *stale_after* s shows STALE."""
+    older than *stale_after* s shows STALE; served under *root_path* too (:class:`Prefix`)."""
     web = Web(client, url, stale_after)
 
     @contextlib.asynccontextmanager
@@ -296,7 +328,7 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web = web
-    return Guard(app, token)
+    return Guard(Prefix(app, root_path), token)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

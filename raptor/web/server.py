@@ -77,10 +77,9 @@ def serve(
         "serving http://%s:%d%s/ from Redis at %s (%s)", host, args.port, args.root_path, redact_url(url), access.why
     )
     config = uvicorn.Config(
-        create_app(client, url, token=access.token, stale_after=args.stale_after),
+        create_app(client, url, token=access.token, stale_after=args.stale_after, root_path=args.root_path),
         host=args.bind,
         port=args.port,
-        root_path=args.root_path,
         access_log=False,
         log_config=None,  # our handler, with its redaction, not uvicorn's
         log_level=args.log_level.lower(),

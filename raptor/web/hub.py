@@ -49,7 +49,7 @@ from ..consumer.stream import (
 
 log = logging.getLogger("raptor.web")
 
-KEEP = 200_000  # entries kept in memory: ~100 s of a 2,000 transitions/s burst, ~60 MB
+KEEP = 50_000  # entries kept in memory, ~1 KB each (JSON ~750 B, ids): 25 s of a 2,000/s burst, ~50 MB
 BATCH = 500  # entries per server-sent event at most
 SHARED = 64  # batches remembered for the next page that asks for the same entries
 Id = Tuple[int, int]

@@ -104,9 +104,10 @@ def fill(client: redis.Redis, hosts: int, programs: int) -> None:
 
 
 def write(port: int, hosts: int, programs: int, rate: int, seconds: float) -> None:
-    """The writer process: *rate* transitions a second for *seconds*, spread over the fleet,
-    each host's seq counting on from 0, each transition written with the host's snapshot
-    field and meta seq (as the listener writes)."""
+    """The writer process: *rate* x *seconds* transitions, paced at *rate* a second (all of
+    them, however late a loaded machine makes it), spread over the fleet, each host's seq
+    counting on from 0, each transition written with the host's snapshot field and meta
+    seq (as the listener writes)."""
     client = redis.Redis(host="127.0.0.1", port=port)
     names = velociraptor_names(programs)
     seq = [0] * hosts
@@ -115,10 +116,11 @@ def write(port: int, hosts: int, programs: int, rate: int, seconds: float) -> No
     per_batch = max(1, round(rate * tick))
     started = time.monotonic()
     count = 0
-    while time.monotonic() - started < seconds:
+    total = int(rate * seconds)  # every one of them, even when the machine makes it late
+    while count < total:
         # One MULTI/EXEC a batch (the listener makes one per batch of events too).
         pipe = client.pipeline(transaction=True)
-        for _ in range(per_batch):
+        for _ in range(min(per_batch, total - count)):
             index = count % hosts
             name = names[(count // hosts) % programs]
             host = host_name(index)
@@ -210,6 +212,8 @@ def stream_latency(
     """Open the fleet page, write for --seconds (with *followers* other clients), and
     return the figures and the latencies the page measured."""
     page = browser.new_page(viewport={"width": 1500, "height": 900})
+    errors: List[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(web.url)
     page.wait_for_selector("body[data-ready='1'] #spacer .row", timeout=60_000)
     start_entries = page.evaluate("() => window.raptorStats.entries")
@@ -229,12 +233,22 @@ def stream_latency(
     while writer.is_alive():
         rss.append(rss_mb(pid))
         writer.join(1.0)
-    written = int(args.rate * args.seconds)
-    wait_for(
-        lambda: page.evaluate("() => window.raptorStats.entries") - start_entries >= written * 0.999,
-        30,
-        "the page to have every entry",
-    )
+    # What the writer really wrote after the page's start (not what it was asked to).
+    written = len(redis.Redis(host="127.0.0.1", port=port).xrange(keys.FLEET_HISTORY, "(" + after, "+"))
+    assert written == int(args.rate * args.seconds), f"the writer wrote {written} entries"
+    try:
+        wait_for(
+            lambda: page.evaluate("() => window.raptorStats.entries") - start_entries >= written * 0.999,
+            30,
+            "the page to have every entry",
+        )
+    except AssertionError as exc:
+        seen = page.evaluate("() => window.raptorStats")
+        raise AssertionError(
+            f"{exc}; the page got {seen['entries'] - start_entries} of {written} entries, last {seen['lastEntry']};"
+            f" reloads {seen['reloads']}, resets {seen['resets']}, disconnects {seen['disconnects']};"
+            f" script errors {errors[:3]}; server log: {web.log_text()[-1500:]}"
+        ) from None
     cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before) * 100
     latencies = page.evaluate("() => window.raptorStats.latencies")[-written:]
     stats = page.evaluate("() => window.raptorStats")
@@ -243,6 +257,8 @@ def stream_latency(
         "entries_on_page": stats["entries"] - start_entries,
         "page_reloads": stats["reloads"],
         "page_resets": stats["resets"],
+        "page_disconnects": stats["disconnects"],
+        "page_script_errors": len(errors),
         "latency_p50_ms": round(percentile(latencies, 0.5), 1),
         "latency_p99_ms": round(percentile(latencies, 0.99), 1),
         "latency_max_ms": round(max(latencies), 1),
@@ -284,8 +300,9 @@ def write_report(results: Dict[str, Any], out: Path) -> None:
         f"{f['followers_server_cpu_percent']} / {f['followers_server_rss_mb_max']} | |",
         f"| followers that got every entry | {f['followers_all_complete']} (fewest: "
         f"{f['followers_min_entries']:,} of {f['entries_written']:,}) | all |",
-        f"| page: entries applied / host reloads / full reloads | {f['entries_on_page']:,} / {f['page_reloads']} / "
-        f"{f['page_resets']} | all / 0 / 0 |",
+        f"| page: entries applied / host reloads / full reloads / disconnects / script errors | "
+        f"{f['entries_on_page']:,} / {f['page_reloads']} / {f['page_resets']} / {f['page_disconnects']} / "
+        f"{f['page_script_errors']} | all / 0 / 0 / 0 / 0 |",
         "",
         "How to read it: *first render* is a new Chromium page from `goto` to the fleet table drawn: the "
         "page, `/api/fleet` (every snapshot read from Redis and sent) and the first frame. *Event to screen* "

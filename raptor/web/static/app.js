@@ -35,6 +35,7 @@
   // What the page did, for the tests and the benchmark; `loadedFrom`: the position of the last full load.
   const stats = {
     entries: 0, applied: 0, duplicates: 0, reloads: 0, resets: 0, latencies: [], ids: [], lastEntry: null, loadedFrom: null,
+    disconnects: 0,
   };
   window.raptorStats = stats;
   let pendingLatency = [];
@@ -206,6 +207,7 @@
     });
     source.addEventListener("error", () => {
       if (mine !== source) return;
+      stats.disconnects++;
       if (source.readyState === EventSource.CLOSED) {
         // Refused (an HTTP error): the browser will not retry by itself.
         setConn("down", "the event stream was refused; reloading");

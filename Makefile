@@ -105,9 +105,12 @@ bench-history: deps $(BIN)/.installed
 	python -m bench.history
 
 # raptor web: first render of 1,000 hosts x 50 programs, event to screen in Chromium at
-# 2,000 transitions/s, the server's cost with 100 followers (a few minutes; bench/results/web.*).
+# 2,000 transitions/s, the server's cost with 100 followers; then the server stacks' cost
+# of fanning events out, Starlette's against aiohttp's (8 minutes; bench/results/web.*,
+# sse_servers.*).
 bench-web: deps $(BIN)/.installed
 	python -m bench.web
+	python -m bench.sse_servers
 
 # The README's screenshots of raptor web (docs/web-*.png), from real supervisords.
 screenshots: deps $(BIN)/.installed

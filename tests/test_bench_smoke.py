@@ -53,3 +53,14 @@ def test_web_bench_writes_every_figure(tmp_path: Path) -> None:
         assert key in figures, key
     assert (tmp_path / "web.png").stat().st_size > 10_000
     assert "| figure | value | target |" in (tmp_path / "web.md").read_text()
+
+
+def test_sse_servers_bench_measures_both_stacks(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.sse_servers", "--clients", "3", "--seconds", "2", "--runs", "1"]
+    command += ["--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "sse_servers.json").read_text())["summary"]
+    assert set(summary) == {"starlette+uvicorn+sse-starlette", "aiohttp"}
+    for row in summary.values():
+        assert row["fewest_entries"] > 0  # every client got events from both stacks

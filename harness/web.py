@@ -222,7 +222,11 @@ class Nginx:
             raise AssertionError(f"{NGINX} is missing: run scripts/nginx.sh (make pytest does)")
         command = [str(NGINX), "-p", str(self.directory), "-c", "nginx.conf", "-e", "error.log", "-g", "daemon off;"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for(self._listens, 20, f"nginx on port {self.port} (log: {self.directory / 'error.log'})")
+        try:
+            wait_for(self._listens, 20, f"nginx on port {self.port} (log: {self.directory / 'error.log'})")
+        except BaseException:
+            self.stop()  # __exit__ will not run: nothing is left behind
+            raise
         return self
 
     def _listens(self) -> bool:

@@ -182,6 +182,18 @@ def test_a_root_path_is_served_with_or_without_the_prefix_and_the_bare_prefix_re
         answer = connection.getresponse()
         assert (answer.status, answer.getheader("Location")) == (308, "/raptor/?view=host&host=x")
         connection.close()
+        # No slash redirect, whose absolute Location would leave the proxy's prefix out.
+        assert web.get("raptor/api/fleet/")[0] == 404
+        assert web.get("api/events?after=1-2%0A")[0] == 400  # an id is the whole string, ASCII digits
+
+
+@pytest.mark.parametrize("prefix", ["//evil.example", "/raptor/", "raptor", "/r\u00e4ptor", "/a b"])
+def test_a_root_path_that_is_not_a_plain_path_does_not_start(redis_server: RedisServer, prefix: str) -> None:
+    result = raptor("web", "--redis-url", redis_server.url, "--root-path", prefix, "--port", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "raptor web: --root-path must be a path like /raptor or /ops/raptor (letters, digits, ._~-)"
+    ]
 
 
 def test_a_token_is_required_when_set_and_never_logged(tmp_path: Path, redis_server: RedisServer) -> None:

@@ -83,7 +83,7 @@ Entry = Tuple[str, Optional[Sequence[str]]]  # id, [field, value, ...] as XREAD 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # What decoding an entry that is not raptor's raises (OverflowError: a time past year 9999).
 UNREADABLE = (KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError)
-_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # fullmatch: no trailing newline, ASCII digits only
 
 
 def _nothing(*args: Any) -> None:
@@ -95,7 +95,7 @@ def _nothing(*args: Any) -> None:
 
 def parse_id(entry_id: str) -> Tuple[int, int]:
     """``"<ms>-<seq>"`` as a pair that sorts as Redis sorts ids; ValueError otherwise."""
-    match = _ID.match(entry_id)
+    match = _ID.fullmatch(entry_id)
     if match is None:
         raise ValueError(f"not a stream entry id: {entry_id!r}")
     return int(match.group(1)), int(match.group(2))

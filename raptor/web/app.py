@@ -327,6 +327,9 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # No redirect to the path with or without a trailing slash: its Location would be
+    # absolute and leave out a reverse proxy's prefix. Such a path is a 404.
+    app.router.redirect_slashes = False
     app.state.web = web
     return Guard(Prefix(app, root_path), token)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from typing import Mapping, Optional, TextIO
 
 import redis
@@ -20,6 +21,8 @@ from ..config import ConfigError, redact_url
 from ..consumer.fleet import STALE_AFTER
 from ..logs import configure_logging, url_secrets
 from .auth import decide, read_token
+
+ROOT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 log = logging.getLogger("raptor.web")
 DEFAULT_PORT = 8642
@@ -63,8 +66,10 @@ def serve(
             raise ConfigError("--port", f"must be 1-65535, not {args.port}")
         if not args.stale_after > 0:
             raise ConfigError("--stale-after", f"must be a positive number of seconds, not {args.stale_after}")
-        if args.root_path and (not args.root_path.startswith("/") or args.root_path.endswith("/")):
-            raise ConfigError("--root-path", "must start with / and not end with one (e.g. /raptor)")
+        if args.root_path and not ROOT_PATH.fullmatch(args.root_path):
+            # The role's preflight has the same rule. It also keeps out "//host" (the bare
+            # prefix's redirect would leave the site) and what the Location header cannot carry.
+            raise ConfigError("--root-path", "must be a path like /raptor or /ops/raptor (letters, digits, ._~-)")
         token = read_token(os.environ if env is None else env, args.token_file)
         access = decide(args.bind, token, args.no_auth)
     except ConfigError as exc:

@@ -303,8 +303,9 @@
       renderQueued = false;
       render();
       if (pendingLatency.length) {
-        // On screen: this frame shows them. Entry ids carry Redis' clock in ms.
-        const shown = Date.now(); // one machine in the benchmark: the clocks are one
+        // On screen: this frame shows them. Entry ids carry Redis' clock in ms, so this is
+        // a latency only where the browser's clock is Redis' (the benchmark: one machine).
+        const shown = Date.now();
         for (const ms of pendingLatency) stats.latencies.push(shown - ms);
         if (stats.latencies.length > 100000) stats.latencies.splice(0, 50000);
         pendingLatency = [];

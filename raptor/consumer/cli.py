@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
-import re
 import sys
 import threading
 import time
@@ -42,6 +41,7 @@ import redis
 
 from .. import __version__, keys
 from ..config import ConfigError, redact_url, validate_redis_url
+from ..durations import parse_duration
 from ..messages import HISTORY_FIELDS
 from ..names import parse_proc_name
 from .fleet import Duplicate, Fleet, Host, describe_duplicate, state_order
@@ -260,16 +260,13 @@ def format_line(message: Dict[str, Any]) -> str:
     return printable(f"{when}  {message.get('host')}  {message.get('name')}  {change}{resync}")
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def since_argument(text: str) -> Tuple[str, Any]:
     """``--since``: ("duration", seconds) for 10m/2h/1d/30s, ("id", position) for an entry
     id (the position just before it; ``(ID``: the id itself, i.e. after it)."""
-    match = DURATION.match(text)
-    if match:
-        return "duration", float(match.group(1)) * UNITS[match.group(2)]
+    try:
+        return "duration", parse_duration(text)
+    except ValueError:
+        pass
     try:
         if text.startswith("("):
             parse_id(text[1:])

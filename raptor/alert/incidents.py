@@ -1,0 +1,229 @@
+"""Which incidents are open: the alerter's rules applied to what the fleet does. Pure: no
+Redis, no clock of its own (every call says when it is), no delivery.
+
+One incident per (rule, host, program) — program is "" for a host's own incidents — so a
+process that crashes a hundred times is one incident, reminded, then resolved once.
+
+Process rules read the fleet's transitions (:meth:`Engine.transition`):
+
+- ``fatal``: the process entered FATAL; resolved when it is RUNNING again (or removed).
+- ``unexpected_exit``: EXITED that supervisord did not expect; resolved when RUNNING.
+- ``crash_loop``: ``starts`` starts (STARTING or BACKOFF) within ``within`` s; resolved
+  once it has stayed RUNNING for ``within`` s.
+- ``not_running``: out of RUNNING for ``after`` s in a state that means it should run
+  (STARTING, BACKOFF, EXITED, FATAL, UNKNOWN: not STOPPED, which is someone's choice);
+  resolved when RUNNING, STOPPED or removed.
+
+Host rules read the fleet's state (:meth:`Engine.hosts`), as ``raptor status --json``
+gives it: ``stale`` (snapshot older than ``after`` s), ``duplicate`` (one supervisord under
+two names: one incident per pair, filed under the first name), ``discarded`` (the listener
+counts events supervisord discarded: open while the count grows, resolved after
+``remind_every`` without growth, or at once when it is reset).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..consumer.history import Transition
+from .config import Rule
+
+SHOULD_RUN = frozenset({"STARTING", "BACKOFF", "EXITED", "FATAL", "UNKNOWN"})
+Key = Tuple[str, str, str]  # (rule name, host, program)
+
+
+@dataclass
+class Incident:
+    rule: str
+    kind: str
+    host: str
+    program: str
+    opened: float
+    evidence: List[str] = field(default_factory=list)  # what happened, newest last (at most 10)
+    last_notified: float = 0.0
+
+    @property
+    def key(self) -> Key:
+        return (self.rule, self.host, self.program)
+
+    def add(self, line: str) -> None:
+        self.evidence.append(line)
+        del self.evidence[:-10]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What to tell: an incident ``opened``, ``reminded`` or ``resolved`` at *at*."""
+
+    what: str
+    incident: Incident
+    at: float
+
+
+@dataclass
+class _Process:
+    state: Optional[str] = None
+    since: float = 0.0  # when it entered `state`
+    starts: Deque[float] = field(default_factory=deque)
+
+
+class Engine:
+    """The open incidents of *rules*; feed it with :meth:`transition`, :meth:`hosts` and
+    :meth:`tick`, each returning the changes to notify."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = list(rules)
+        self.open: Dict[Key, Incident] = {}
+        self._procs: Dict[Tuple[str, str], _Process] = {}
+        self._discarded: Dict[str, Tuple[int, float]] = {}  # host -> (count, when it last grew)
+
+    # -- process rules ----------------------------------------------------------------------
+
+    def transition(self, host: str, app: Optional[str], t: Transition) -> List[Change]:
+        """One transition of *host*'s process (its app from its name, None if not a
+        Velociraptor name)."""
+        proc = self._procs.setdefault((host, t.process), _Process())
+        if t.to_state in ("STARTING", "BACKOFF"):
+            proc.starts.append(t.at)
+        if t.to_state != proc.state:
+            proc.state, proc.since = t.to_state, t.at
+        changes: List[Change] = []
+        for rule in self.rules:
+            if rule.match.matches(host, app, t.process):
+                changes += self._apply(rule, host, t, proc)
+        if t.to_state is None:
+            del self._procs[(host, t.process)]  # removed: nothing more to watch
+        return changes
+
+    def _apply(self, rule: Rule, host: str, t: Transition, proc: _Process) -> List[Change]:
+        key = (rule.name, host, t.process)
+        line = _describe(t)
+        resolved_by = {"fatal": ("RUNNING",), "unexpected_exit": ("RUNNING",), "not_running": ("RUNNING", "STOPPED")}
+        if t.to_state is None or t.to_state in resolved_by.get(rule.kind, ()):
+            return self._resolve(key, t.at, line)
+        if rule.kind == "crash_loop":
+            while proc.starts and proc.starts[0] < t.at - rule.within:
+                proc.starts.popleft()
+            if t.to_state in ("STARTING", "BACKOFF") and len(proc.starts) >= rule.starts:
+                return self._open(rule, host, t.process, t.at, f"{line} ({len(proc.starts)} starts)")
+        opens = (rule.kind == "fatal" and t.to_state == "FATAL") or (
+            rule.kind == "unexpected_exit" and t.to_state == "EXITED" and t.expected is False
+        )
+        if opens:
+            return self._open(rule, host, t.process, t.at, line)
+        if key in self.open:
+            self.open[key].add(line)
+        return []
+
+    # -- host rules -------------------------------------------------------------------------
+
+    def hosts(self, report: Mapping[str, Any], now: float) -> List[Change]:
+        """The fleet's state, ``raptor status --json``'s shape without the process lists."""
+        changes: List[Change] = []
+        hosts = [h for h in report.get("hosts", []) if isinstance(h, dict)]
+        names = {str(h.get("host")) for h in hosts}
+        pairs = {tuple(sorted(map(str, pair))) for pair in report.get("duplicates", []) if len(pair) == 2}
+        for rule in self.rules:
+            if rule.kind == "stale":
+                for host in hosts:
+                    name, age = str(host.get("host")), host.get("age")
+                    if not rule.match.matches(name) or not isinstance(age, (int, float)):
+                        continue
+                    key = (rule.name, name, "")
+                    if age > rule.after:
+                        if key not in self.open:
+                            changes += self._open(rule, name, "", now, f"snapshot not refreshed for {age:.0f} s")
+                    else:
+                        changes += self._resolve(key, now, f"snapshot refreshed {age:.0f} s ago")
+                changes += self._resolve_gone(rule, names, now)
+            elif rule.kind == "duplicate":
+                for first, second in pairs:
+                    if rule.match.matches(first) or rule.match.matches(second):
+                        changes += self._open(rule, first, second, now, f"{first} and {second} are one supervisord")
+                for key in [k for k in self.open if k[0] == rule.name and tuple(sorted(k[1:])) not in pairs]:
+                    changes += self._resolve(key, now, "no longer one supervisord under two names")
+            elif rule.kind == "discarded":
+                changes += self._discards(rule, hosts, now)
+        return changes
+
+    def _discards(self, rule: Rule, hosts: Iterable[Mapping[str, Any]], now: float) -> List[Change]:
+        changes: List[Change] = []
+        quiet = rule.remind_every or 3600.0
+        for host in hosts:
+            name = str(host.get("host"))
+            listener = host.get("listener") or {}
+            count = listener.get("discarded_by_supervisord") if isinstance(listener, dict) else None
+            if not isinstance(count, int) or not rule.match.matches(name):
+                continue
+            before, grew = self._discarded.get(name, (count, now))
+            key = (rule.name, name, "")
+            if count > before:
+                self._discarded[name] = (count, now)
+                line = f"supervisord discarded {count - before} events ({count} since the listener started)"
+                changes += self._open(rule, name, "", now, line)
+            elif count < before or now - grew >= quiet:
+                self._discarded[name] = (count, grew if count >= before else now)
+                changes += self._resolve(key, now, "no events discarded since")
+            else:
+                self._discarded[name] = (count, grew)
+        return changes
+
+    def _resolve_gone(self, rule: Rule, names: Iterable[str], now: float) -> List[Change]:
+        present = set(names)
+        gone = [k for k in self.open if k[0] == rule.name and k[1] not in present]
+        changes: List[Change] = []
+        for key in gone:  # its snapshot expired: the host was removed, not stale any more
+            changes += self._resolve(key, now, "the host's records are gone from Redis")
+        return changes
+
+    # -- time -------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> List[Change]:
+        """Time-based rules (not_running) and reminders."""
+        changes: List[Change] = []
+        for rule in self.rules:
+            if rule.kind == "not_running":
+                for (host, process), proc in self._procs.items():
+                    late = proc.state in SHOULD_RUN and now - proc.since >= rule.after
+                    if late and (rule.name, host, process) not in self.open and rule.match.matches(host, None, process):
+                        line = f"{proc.state} for {now - proc.since:.0f} s"
+                        changes += self._open(rule, host, process, now, line)
+            if rule.kind == "crash_loop":
+                for (host, process), proc in self._procs.items():
+                    key = (rule.name, host, process)
+                    if key in self.open and proc.state == "RUNNING" and now - proc.since >= rule.within:
+                        changes += self._resolve(key, now, f"RUNNING for {now - proc.since:.0f} s")
+        by_name = {rule.name: rule for rule in self.rules}
+        for incident in self.open.values():
+            every = by_name[incident.rule].remind_every if incident.rule in by_name else 0
+            if every and now - incident.last_notified >= every:
+                incident.last_notified = now
+                changes.append(Change("reminded", incident, now))
+        return changes
+
+    # -- the incidents ----------------------------------------------------------------------
+
+    def _open(self, rule: Rule, host: str, program: str, at: float, line: str) -> List[Change]:
+        key = (rule.name, host, program)
+        incident = self.open.get(key)
+        if incident is not None:
+            incident.add(line)
+            return []
+        incident = Incident(rule.name, rule.kind, host, program, at, [line], last_notified=at)
+        self.open[key] = incident
+        return [Change("opened", incident, at)]
+
+    def _resolve(self, key: Key, at: float, line: str) -> List[Change]:
+        incident = self.open.pop(key, None)
+        if incident is None:
+            return []
+        incident.add(line)
+        return [Change("resolved", incident, at)]
+
+
+def _describe(t: Transition) -> str:
+    change = f"{t.from_state or '?'} -> {t.to_state}" if t.to_state else "removed"
+    exit_text = f", exit status {t.exitstatus}" if t.to_state == "EXITED" else ""
+    return f"{t.process}: {change}{exit_text}"

@@ -1,0 +1,146 @@
+"""raptor alert's incidents, from scripted sequences of transitions and fleet states: one
+incident per (rule, host, program), opened once, reminded, resolved once."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from raptor.alert.config import Match, Rule
+from raptor.alert.incidents import Change, Engine
+from raptor.consumer.history import Transition
+
+HOUR = 3600.0
+
+
+def rule(kind: str, **settings: Any) -> Rule:
+    defaults: Dict[str, Any] = {"crash_loop": {"starts": 5, "within": 600.0}, "stale": {"after": 120.0}}
+    values = {**defaults.get(kind, {}), **settings}
+    match = values.pop("match", Match())
+    return Rule(values.pop("name", kind), kind, match, ("ops",), values.pop("remind_every", HOUR), **values)
+
+
+def t(at: float, to_state: Optional[str], program: str = "api", from_state: str = "?", **more: Any) -> Transition:
+    event = "PROCESS_GROUP_REMOVED" if to_state is None else f"PROCESS_STATE_{to_state}"
+    return Transition(f"{int(at * 1000)}-0", at, program, program, program, event, from_state, to_state, **more)
+
+
+def summary(changes: List[Change]) -> List[Tuple[str, str, str, str]]:
+    return [(c.what, c.incident.rule, c.incident.host, c.incident.program) for c in changes]
+
+
+def feed(engine: Engine, host: str, *transitions: Transition) -> List[Change]:
+    changes: List[Change] = []
+    for transition in transitions:
+        changes += engine.transition(host, None, transition)
+    return changes
+
+
+def test_a_fatal_process_is_one_incident_reminded_then_resolved() -> None:
+    engine = Engine([rule("fatal")])
+    opened = feed(engine, "web1", t(0, "STARTING"), t(1, "BACKOFF"), t(2, "STARTING"), t(3, "BACKOFF"), t(4, "FATAL"))
+    assert summary(opened) == [("opened", "fatal", "web1", "api")]
+    assert opened[0].incident.evidence[-1] == "api: ? -> FATAL"
+    assert summary(engine.tick(4 + HOUR - 1)) == []
+    assert summary(engine.tick(4 + HOUR)) == [("reminded", "fatal", "web1", "api")]
+    assert summary(engine.tick(4 + HOUR + 10)) == []  # the next one an hour later
+    assert summary(feed(engine, "web1", t(5000, "STARTING"), t(5001, "RUNNING"))) == [
+        ("resolved", "fatal", "web1", "api")
+    ]
+    assert engine.open == {}
+
+
+def test_restart_all_of_200_programs_opens_nothing() -> None:
+    rules = [rule("fatal"), rule("unexpected_exit"), rule("crash_loop"), rule("not_running", after=60.0)]
+    engine = Engine(rules)
+    changes: List[Change] = []
+    for n in range(200):
+        program = f"p{n}"
+        for i, state in enumerate(("STOPPING", "STOPPED", "STARTING", "RUNNING")):
+            changes += engine.transition("web1", None, t(1 + i * 0.5, state, program, expected=True))
+    changes += engine.tick(120)
+    assert changes == [] and engine.open == {}
+
+
+def test_a_crash_loop_opens_at_the_nth_start_and_resolves_after_running_for_the_window() -> None:
+    engine = Engine([rule("crash_loop", starts=3, within=600.0)])
+    assert feed(engine, "web1", t(0, "STARTING"), t(10, "EXITED", expected=False), t(20, "STARTING")) == []
+    opened = feed(engine, "web1", t(30, "BACKOFF"))  # the third start in 10 minutes
+    assert summary(opened) == [("opened", "crash_loop", "web1", "api")]
+    assert opened[0].incident.evidence == ["api: ? -> BACKOFF (3 starts)"]
+    assert feed(engine, "web1", t(40, "STARTING"), t(41, "RUNNING")) == []  # the same incident
+    assert summary(engine.tick(41 + 599)) == []
+    assert summary(engine.tick(41 + 600)) == [("resolved", "crash_loop", "web1", "api")]
+
+
+def test_starts_spread_wider_than_the_window_are_no_loop() -> None:
+    engine = Engine([rule("crash_loop", starts=3, within=600.0)])
+    assert feed(engine, "web1", t(0, "STARTING"), t(400, "STARTING"), t(800, "STARTING"), t(1200, "STARTING")) == []
+
+
+def test_only_an_exit_supervisord_did_not_expect_is_an_unexpected_exit() -> None:
+    engine = Engine([rule("unexpected_exit")])
+    assert feed(engine, "web1", t(0, "EXITED", expected=True, exitstatus=0)) == []
+    opened = feed(engine, "web1", t(1, "EXITED", expected=False, exitstatus=3))
+    assert summary(opened) == [("opened", "unexpected_exit", "web1", "api")]
+    assert opened[0].incident.evidence == ["api: ? -> EXITED, exit status 3"]
+
+
+def test_not_running_waits_for_its_time_and_a_stop_on_purpose_never_counts() -> None:
+    engine = Engine([rule("not_running", after=300.0)])
+    feed(engine, "web1", t(0, "RUNNING"), t(100, "EXITED", expected=False), t(101, "BACKOFF"))
+    feed(engine, "web1", t(100, "STOPPED", program="batch"))  # someone stopped it
+    assert engine.tick(100 + 299) == []  # BACKOFF since 101 s: not yet
+    assert summary(engine.tick(101 + 300)) == [("opened", "not_running", "web1", "api")]
+    assert engine.tick(101 + 400) == []  # open already
+    assert summary(feed(engine, "web1", t(600, "STOPPED"))) == [("resolved", "not_running", "web1", "api")]
+
+
+def test_a_removed_process_resolves_its_incidents() -> None:
+    engine = Engine([rule("fatal")])
+    feed(engine, "web1", t(0, "FATAL"))
+    assert summary(feed(engine, "web1", t(5, None))) == [("resolved", "fatal", "web1", "api")]
+
+
+def test_rules_watch_only_what_their_filters_name() -> None:
+    engine = Engine([rule("fatal", match=Match(hosts=("web*",), programs=("api*",)))])
+    assert feed(engine, "db1", t(0, "FATAL")) == []
+    assert feed(engine, "web1", t(0, "FATAL", program="worker")) == []
+    assert summary(feed(engine, "web2", t(0, "FATAL"))) == [("opened", "fatal", "web2", "api")]
+
+
+def fleet(*hosts: Dict[str, Any], duplicates: Tuple[Tuple[str, str], ...] = ()) -> Dict[str, Any]:
+    return {"hosts": list(hosts), "duplicates": [list(pair) for pair in duplicates]}
+
+
+def test_a_stale_host_opens_once_and_resolves_when_refreshed_or_gone() -> None:
+    engine = Engine([rule("stale")])
+    assert engine.hosts(fleet({"host": "web1", "age": 30}), 0) == []
+    assert summary(engine.hosts(fleet({"host": "web1", "age": 130}), 100)) == [("opened", "stale", "web1", "")]
+    assert engine.hosts(fleet({"host": "web1", "age": 190}), 160) == []
+    assert summary(engine.hosts(fleet({"host": "web1", "age": 2}), 200)) == [("resolved", "stale", "web1", "")]
+    engine.hosts(fleet({"host": "web2", "age": 500}), 300)
+    assert summary(engine.hosts(fleet(), 400)) == [("resolved", "stale", "web2", "")]
+
+
+def test_a_duplicate_pair_is_one_incident() -> None:
+    engine = Engine([rule("duplicate")])
+    report = fleet({"host": "db1"}, {"host": "db1.internal"}, duplicates=(("db1.internal", "db1"),))
+    assert summary(engine.hosts(report, 0)) == [("opened", "duplicate", "db1", "db1.internal")]
+    assert engine.hosts(report, 60) == []
+    assert summary(engine.hosts(fleet({"host": "db1"}), 120)) == [("resolved", "duplicate", "db1", "db1.internal")]
+
+
+def test_discarded_events_open_while_they_grow_and_resolve_after_a_quiet_hour() -> None:
+    engine = Engine([rule("discarded")])
+
+    def host(count: int) -> Dict[str, Any]:
+        return fleet({"host": "web1", "listener": {"discarded_by_supervisord": count}})
+
+    assert engine.hosts(host(0), 0) == []
+    opened = engine.hosts(host(7), 60)
+    assert summary(opened) == [("opened", "discarded", "web1", "")]
+    assert opened[0].incident.evidence == ["supervisord discarded 7 events (7 since the listener started)"]
+    assert engine.hosts(host(7), 60 + HOUR - 1) == []
+    assert summary(engine.hosts(host(7), 60 + HOUR)) == [("resolved", "discarded", "web1", "")]
+    assert summary(engine.hosts(host(9), 60 + HOUR + 5)) == [("opened", "discarded", "web1", "")]
+    assert summary(engine.hosts(host(0), 60 + HOUR + 10)) == [("resolved", "discarded", "web1", "")]  # restarted

@@ -1,0 +1,70 @@
+"""raptor alert's notices: grouped within the window, rate-limited with nothing dropped,
+worded with the host, program, rule, evidence and a link; names from Redis escaped."""
+
+from __future__ import annotations
+
+from typing import List
+
+from raptor.alert.config import AlertConfig, Match, Rule, Target
+from raptor.alert.incidents import Change, Incident
+from raptor.alert.notices import Notices
+
+
+def config(**settings: object) -> AlertConfig:
+    rules = tuple(Rule(kind, kind, Match(), ("ops",), 3600.0) for kind in ("fatal", "stale", "duplicate", "discarded"))
+    values = {"web_url": "https://raptor.example/", "group_window": 10.0, **settings}
+    return AlertConfig(targets={"ops": Target("ops", "json://x")}, rules=rules, **values)  # type: ignore[arg-type]
+
+
+def change(what: str, rule: str, host: str, program: str = "", at: float = 0.0, line: str = "x") -> Change:
+    return Change(what, Incident(rule, rule, host, program, at, [line]), at)
+
+
+def test_one_incident_is_one_notice_after_the_window_with_its_evidence_and_link() -> None:
+    notices = Notices(config())
+    notices.add([change("opened", "fatal", "web1", "api", 100.0, "api: BACKOFF -> FATAL")])
+    assert notices.due(109.0) == []  # others may come in the window
+    [notice] = notices.due(110.0)
+    assert notice.title == "[raptor] fatal: web1 api"
+    assert notice.targets == ("ops",) and notice.keys == (("fatal", "web1", "api"),)
+    assert "api: BACKOFF -> FATAL" in notice.body
+    assert "https://raptor.example/?view=process&host=web1&process=api" in notice.body
+    assert notices.pending() == 0
+
+
+def test_a_burst_of_200_incidents_is_one_notice_listing_twenty() -> None:
+    notices = Notices(config())
+    notices.add([change("opened", "fatal", f"web{n % 4}", f"p{n}", n * 0.01) for n in range(200)])
+    [notice] = notices.due(10.0)
+    assert notice.title == "[raptor] fatal: 200 incidents on 4 hosts"
+    assert notice.body.count("\n- ") == 20 and "... and 180 more" in notice.body
+    assert len(notice.keys) == 200
+
+
+def test_the_rate_limit_holds_back_and_then_tells_what_it_held() -> None:
+    notices = Notices(config(rate_limit=2, rate_per=60.0))
+    notices.add([change("opened", rule, "web1", at=0.0) for rule in ("fatal", "stale", "duplicate", "discarded")])
+    sent = notices.due(10.0)
+    assert [n.title for n in sent] == ["[raptor] fatal: web1", "[raptor] stale: web1"]
+    assert notices.pending() == 2
+    assert notices.due(30.0) == []  # still two sent in the last minute
+    [summary] = notices.due(70.0)
+    assert summary.what == "suppressed" and summary.title == "[raptor] 2 more suppressed"
+    assert "1 opened (discarded)" in summary.body and "1 opened (duplicate)" in summary.body
+    assert set(summary.keys) == {("duplicate", "web1", ""), ("discarded", "web1", "")}
+    assert notices.pending() == 0
+
+
+def test_resolved_and_reminders_are_said_so() -> None:
+    notices = Notices(config())
+    notices.add([change("resolved", "stale", "web1", at=0.0), change("reminded", "fatal", "web2", "api", at=0.0)])
+    titles: List[str] = sorted(n.title for n in notices.due(10.0))
+    assert titles == ["[raptor] REMINDER fatal: web2 api", "[raptor] RESOLVED stale: web1"]
+
+
+def test_names_from_redis_are_escaped_and_links_encoded() -> None:
+    notices = Notices(config())
+    notices.add([change("opened", "fatal", "web1\x1b[2J", "a&b <x>\n", 0.0)])
+    [notice] = notices.due(10.0)
+    assert "\x1b" not in notice.title + notice.body and "\n" not in notice.title
+    assert "process=a%26b+%3Cx%3E%0A" in notice.body

@@ -114,11 +114,11 @@ def fleet(*hosts: Dict[str, Any], duplicates: Tuple[Tuple[str, str], ...] = ()) 
 
 def test_a_stale_host_opens_once_and_resolves_when_refreshed_or_gone() -> None:
     engine = Engine([rule("stale")])
-    assert engine.hosts(fleet({"host": "web1", "age": 30}), 0) == []
-    assert summary(engine.hosts(fleet({"host": "web1", "age": 130}), 100)) == [("opened", "stale", "web1", "")]
-    assert engine.hosts(fleet({"host": "web1", "age": 190}), 160) == []
-    assert summary(engine.hosts(fleet({"host": "web1", "age": 2}), 200)) == [("resolved", "stale", "web1", "")]
-    engine.hosts(fleet({"host": "web2", "age": 500}), 300)
+    assert engine.hosts(fleet({"host": "web1", "age_s": 30}), 0) == []
+    assert summary(engine.hosts(fleet({"host": "web1", "age_s": 130}), 100)) == [("opened", "stale", "web1", "")]
+    assert engine.hosts(fleet({"host": "web1", "age_s": 190}), 160) == []
+    assert summary(engine.hosts(fleet({"host": "web1", "age_s": 2}), 200)) == [("resolved", "stale", "web1", "")]
+    engine.hosts(fleet({"host": "web2", "age_s": 500}), 300)
     assert summary(engine.hosts(fleet(), 400)) == [("resolved", "stale", "web2", "")]
 
 

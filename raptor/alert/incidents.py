@@ -128,7 +128,7 @@ class Engine:
         for rule in self.rules:
             if rule.kind == "stale":
                 for host in hosts:
-                    name, age = str(host.get("host")), host.get("age")
+                    name, age = str(host.get("host")), host.get("age_s")
                     if not rule.match.matches(name) or not isinstance(age, (int, float)):
                         continue
                     key = (rule.name, name, "")

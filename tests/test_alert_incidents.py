@@ -144,3 +144,25 @@ def test_discarded_events_open_while_they_grow_and_resolve_after_a_quiet_hour() 
     assert summary(engine.hosts(host(7), 60 + HOUR)) == [("resolved", "discarded", "web1", "")]
     assert summary(engine.hosts(host(9), 60 + HOUR + 5)) == [("opened", "discarded", "web1", "")]
     assert summary(engine.hosts(host(0), 60 + HOUR + 10)) == [("resolved", "discarded", "web1", "")]  # restarted
+
+
+def test_the_state_saved_piecemeal_is_what_another_engine_goes_on_from() -> None:
+    rules = [rule("crash_loop", starts=3, within=600.0), rule("not_running", after=300.0), rule("fatal")]
+    first = Engine(rules)
+    feed(first, "web1", t(0, "RUNNING", program="quiet"))
+    feed(first, "web1", t(0, "STARTING"), t(10, "BACKOFF"), t(20, "FATAL"))
+    procs, incidents = first.changed_records()
+    assert json_keys(procs) == {'["web1", "api"]'}  # the quiet RUNNING process is not saved
+    assert [k for k, v in incidents.items() if v] == ['["fatal", "web1", "api"]']
+    assert first.changed_records()[0] == {}  # nothing new since
+
+    second = Engine(rules)
+    second.load({k: v for k, v in procs.items() if v}, {k: v for k, v in incidents.items() if v})
+    assert set(second.open) == {("fatal", "web1", "api")}
+    # The starts carried over (the third makes a loop), and a state that should not last is timed.
+    assert summary(feed(second, "web1", t(30, "STARTING"))) == [("opened", "crash_loop", "web1", "api")]
+    assert summary(second.tick(30 + 300)) == [("opened", "not_running", "web1", "api")]
+
+
+def json_keys(records: Dict[str, Optional[str]]) -> set:  # type: ignore[type-arg]
+    return {key for key, value in records.items() if value is not None}

@@ -68,3 +68,18 @@ def test_names_from_redis_are_escaped_and_links_encoded() -> None:
     [notice] = notices.due(10.0)
     assert "\x1b" not in notice.title + notice.body and "\n" not in notice.title
     assert "process=a%26b+%3Cx%3E%0A" in notice.body
+
+
+def test_what_is_not_told_yet_survives_in_another_alerter() -> None:
+    first = Notices(config(rate_limit=1, rate_per=60.0))
+    first.add([change("opened", "fatal", "web1", "api", 0.0), change("opened", "stale", "web2", at=0.0)])
+    assert len(first.due(10.0)) == 1  # the other is held by the rate limit
+    first.add([change("opened", "duplicate", "db1", "db2", 20.0)])
+    second = Notices(config(rate_limit=1, rate_per=60.0))
+    second.loads(first.dumps())
+    assert second.pending() == first.pending() == 2
+    assert second.due(30.0) == []  # the limit's memory came along too: the duplicate is held
+    [summary] = second.due(70.0)
+    assert summary.what == "suppressed" and summary.title == "[raptor] 2 more suppressed"
+    assert "1 opened (stale)" in summary.body and "1 opened (duplicate)" in summary.body
+    assert second.pending() == 0

@@ -23,9 +23,10 @@ counts events supervisord discarded: open while the count grows, resolved after
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..consumer.history import Transition
 from .config import Rule
@@ -78,6 +79,11 @@ class Engine:
         self.open: Dict[Key, Incident] = {}
         self._procs: Dict[Tuple[str, str], _Process] = {}
         self._discarded: Dict[str, Tuple[int, float]] = {}  # host -> (count, when it last grew)
+        # What changed since the last save (:meth:`changed_records`): saved piecemeal, a
+        # fleet's 50,000 quiet processes are not rewritten at every batch.
+        self._dirty_procs: Set[Tuple[str, str]] = set()
+        self._dirty_incidents: Set[Key] = set()
+        self._keep = max([r.within for r in self.rules if r.kind == "crash_loop"] or [0.0])
 
     # -- process rules ----------------------------------------------------------------------
 
@@ -85,6 +91,9 @@ class Engine:
         """One transition of *host*'s process (its app from its name, None if not a
         Velociraptor name)."""
         proc = self._procs.setdefault((host, t.process), _Process())
+        self._dirty_procs.add((host, t.process))
+        while proc.starts and proc.starts[0] < t.at - self._keep:
+            proc.starts.popleft()
         if t.to_state in ("STARTING", "BACKOFF"):
             proc.starts.append(t.at)
         if t.to_state != proc.state:
@@ -213,6 +222,7 @@ class Engine:
             return []
         incident = Incident(rule.name, rule.kind, host, program, at, [line], last_notified=at)
         self.open[key] = incident
+        self._dirty_incidents.add(key)
         return [Change("opened", incident, at)]
 
     def _resolve(self, key: Key, at: float, line: str) -> List[Change]:
@@ -220,7 +230,46 @@ class Engine:
         if incident is None:
             return []
         incident.add(line)
+        self._dirty_incidents.add(key)
         return [Change("resolved", incident, at)]
+
+    # -- saving and loading -----------------------------------------------------------------
+
+    def changed_records(self) -> Tuple[Dict[str, Optional[str]], Dict[str, Optional[str]]]:
+        """What changed since the last call, as (procs, incidents): field -> JSON, or None
+        for a record to delete. A process is kept only while something about it matters
+        (starts in a crash-loop window, a state that should not last, an open incident)."""
+        for incident in self.open.values():  # evidence and reminders change in place
+            self._dirty_incidents.add(incident.key)
+        procs: Dict[str, Optional[str]] = {}
+        for host, process in self._dirty_procs:
+            proc = self._procs.get((host, process))
+            field_name = json.dumps([host, process])
+            matters = proc is not None and (
+                proc.starts or proc.state in SHOULD_RUN or any(k[1:] == (host, process) for k in self.open)
+            )
+            procs[field_name] = json.dumps([proc.state, proc.since, list(proc.starts)]) if matters and proc else None
+        incidents: Dict[str, Optional[str]] = {}
+        for key in self._dirty_incidents:
+            found = self.open.get(key)
+            incidents[json.dumps(key)] = json.dumps(asdict(found)) if found is not None else None
+        self._dirty_procs.clear()
+        self._dirty_incidents.clear()
+        return procs, incidents
+
+    def load(self, procs: Mapping[str, str], incidents: Mapping[str, str]) -> None:
+        """The state :meth:`changed_records` saved (another alerter's, at a takeover)."""
+        self._procs.clear()
+        self.open.clear()
+        for field_name, value in procs.items():
+            host, process = json.loads(field_name)
+            state, since, starts = json.loads(value)
+            self._procs[(host, process)] = _Process(state, since, deque(starts))
+        for value in incidents.values():
+            incident = Incident(**json.loads(value))
+            self.open[incident.key] = incident
+        self._dirty_procs.clear()
+        self._dirty_incidents.clear()
 
 
 def _describe(t: Transition) -> str:

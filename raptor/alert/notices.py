@@ -14,9 +14,10 @@ call says when it is; delivery is someone else's.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Deque, Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
@@ -79,6 +80,27 @@ class Notices:
     def pending(self) -> int:
         """Changes not yet told (grouping or held back by the rate limit)."""
         return sum(len(g.changes) for g in self._groups.values()) + sum(self._held.values())
+
+    # -- saving and loading ----------------------------------------------------------------
+
+    def dumps(self) -> str:
+        """What is not told yet, and the rate limit's memory, as JSON (small: a window's worth)."""
+        groups = [
+            [list(key[:2]), list(key[2]), group.first, [[c.what, asdict(c.incident), c.at] for c in group.changes]]
+            for key, group in self._groups.items()
+        ]
+        held = [[rule, what, count] for (rule, what), count in self._held.items()]
+        return json.dumps({"groups": groups, "sent": list(self._sent), "held": held, "held_keys": self._held_keys})
+
+    def loads(self, text: str) -> None:
+        data = json.loads(text)
+        self._groups = {}
+        for (what, rule), targets, first, changes in data["groups"]:
+            group = _Group(first, [Change(w, Incident(**i), at) for w, i, at in changes])
+            self._groups[(what, rule, tuple(targets))] = group
+        self._sent = deque(data["sent"])
+        self._held = Counter({(rule, what): count for rule, what, count in data["held"]})
+        self._held_keys = [(k[0], k[1], k[2]) for k in data["held_keys"]]
 
     # -- the rate limit -------------------------------------------------------------------
 

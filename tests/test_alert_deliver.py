@@ -3,15 +3,12 @@ retried with backoff while the receiver is down, never dropped, no URL in the lo
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, List
+from typing import Iterator, List
 
 import pytest
 
-from harness import free_port
+from harness.receivers import HttpReceiver
 from raptor.alert.config import Target
 from raptor.alert.deliver import Deliverer, apprise_send
 from raptor.alert.notices import Notice
@@ -19,48 +16,17 @@ from raptor.alert.notices import Notice
 SECRET = "hook-pa55word"
 
 
-class Receiver:
-    """An HTTP server on a loopback port that keeps every JSON body posted to it."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.bodies: List[Dict[str, Any]] = []
-        self.server: Any = None
-
-    def start(self) -> None:
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver(free_port())
-    found.start()
-    yield found
-    found.stop()
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as found:
+        yield found
 
 
 def notice(title: str) -> Notice:
     return Notice(title, "body of " + title, ("hook",), (("fatal", "web1", "api"),), "opened")
 
 
-def test_a_notice_reaches_the_receiver(receiver: Receiver) -> None:
+def test_a_notice_reaches_the_receiver(receiver: HttpReceiver) -> None:
     target = Target("hook", f"json://user:{SECRET}@127.0.0.1:{receiver.port}/hook")
     deliverer = Deliverer({"hook": target}, apprise_send)
     deliverer.submit(notice("[raptor] fatal: web1 api"), 0.0)
@@ -74,7 +40,7 @@ def test_a_notice_reaches_the_receiver(receiver: Receiver) -> None:
 
 def test_a_receiver_that_is_down_gets_it_when_it_is_back(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    receiver = Receiver(free_port())  # not started: nothing listens there yet
+    receiver = HttpReceiver()  # not started: nothing listens there yet
     target = Target("hook", f"json://user:{SECRET}@127.0.0.1:{receiver.port}/hook")
     deliverer = Deliverer({"hook": target}, apprise_send)
     deliverer.submit(notice("first"), 0.0)

@@ -43,10 +43,21 @@ def test_a_fatal_process_is_one_incident_reminded_then_resolved() -> None:
     assert summary(engine.tick(4 + HOUR - 1)) == []
     assert summary(engine.tick(4 + HOUR)) == [("reminded", "fatal", "web1", "api")]
     assert summary(engine.tick(4 + HOUR + 10)) == []  # the next one an hour later
-    assert summary(feed(engine, "web1", t(5000, "STARTING"), t(5001, "RUNNING"))) == [
-        ("resolved", "fatal", "web1", "api")
-    ]
+    assert feed(engine, "web1", t(5000, "STARTING"), t(5001, "RUNNING")) == []
+    assert summary(engine.tick(5001 + 59)) == []  # RUNNING, but not for resolve_after yet
+    assert summary(engine.tick(5001 + 60)) == [("resolved", "fatal", "web1", "api")]
     assert engine.open == {}
+
+
+def test_a_process_that_dies_again_after_each_start_is_one_incident() -> None:
+    engine = Engine([rule("unexpected_exit", resolve_after=60.0)])
+    changes: List[Change] = []
+    for n in range(10):  # RUNNING for 5 s, then exit 3, then restarted: every 10 s
+        at = n * 10.0
+        changes += feed(engine, "web1", t(at, "STARTING"), t(at + 1, "RUNNING"), t(at + 6, "EXITED", expected=False))
+        changes += engine.tick(at + 9)
+    assert summary(changes) == [("opened", "unexpected_exit", "web1", "api")]
+    assert len(engine.open[("unexpected_exit", "web1", "api")].evidence) == 10  # the last ten kept
 
 
 def test_restart_all_of_200_programs_opens_nothing() -> None:
@@ -82,7 +93,7 @@ def test_only_an_exit_supervisord_did_not_expect_is_an_unexpected_exit() -> None
     assert feed(engine, "web1", t(0, "EXITED", expected=True, exitstatus=0)) == []
     opened = feed(engine, "web1", t(1, "EXITED", expected=False, exitstatus=3))
     assert summary(opened) == [("opened", "unexpected_exit", "web1", "api")]
-    assert opened[0].incident.evidence == ["api: ? -> EXITED, exit status 3"]
+    assert opened[0].incident.evidence == ["api: ? -> EXITED (unexpected), exit status 3"]
 
 
 def test_not_running_waits_for_its_time_and_a_stop_on_purpose_never_counts() -> None:

@@ -34,7 +34,9 @@ KINDS: Dict[str, Dict[str, Any]] = {
 }
 DURATION_SETTINGS = ("within", "after")
 TOP_LEVEL = ("notify", "rules", "web_url", "group", "remind_every", "rate_limit", "group_window")
-RULE_KEYS = ("name", "kind", "hosts", "apps", "programs", "notify", "remind_every", "starts", "within", "after")
+RULE_KEYS = (
+    "name", "kind", "hosts", "apps", "programs", "notify", "remind_every", "resolve_after", "starts", "within", "after",
+)  # fmt: skip
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -82,6 +84,9 @@ class Rule:
     starts: int = 0  # crash_loop
     within: float = 0.0  # crash_loop, seconds
     after: float = 0.0  # stale, not_running, seconds
+    # fatal, unexpected_exit: RUNNING this long before the incident is resolved, so that a
+    # process that crashes again a little after each start stays one incident
+    resolve_after: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -214,7 +219,9 @@ def _rule(key: str, item: Any, targets: Mapping[str, Target], remind: float, pro
         if target not in targets:
             problems.append(f"{key}.notify: {target!r} is not a target under notify:")
     remind_every = _duration(item, "remind_every", remind, f"{key}.remind_every", problems, allow_zero=True)
-    return Rule(name, kind, match, notify, remind_every, **_kind_settings(key, kind, item, problems))
+    settle = _duration(item, "resolve_after", "60s", f"{key}.resolve_after", problems, allow_zero=True)
+    settings = _kind_settings(key, kind, item, problems)
+    return Rule(name, kind, match, notify, remind_every, resolve_after=settle, **settings)
 
 
 def _kind_settings(key: str, kind: str, item: Mapping[str, Any], problems: List[str]) -> Dict[str, Any]:

@@ -12,7 +12,7 @@ import heapq
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, List, Mapping, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from .config import Target
 from .notices import Notice
@@ -31,6 +31,7 @@ class _Delivery:
     notice: Notice = field(compare=False)
     target: str = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    ident: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Outcome:
     delivered: bool
     attempts: int
     retry_in: float = 0.0
+    ident: str = ""  # what the submitter named it (the alerter: its outbox entry)
 
 
 class Deliverer:
@@ -51,12 +53,17 @@ class Deliverer:
         self._queue: List[_Delivery] = []
         self._order = itertools.count()
 
-    def submit(self, notice: Notice, now: float) -> None:
-        for target in notice.targets:
-            heapq.heappush(self._queue, _Delivery(now, next(self._order), notice, target))
+    def submit(self, notice: Notice, now: float, *, target: Optional[str] = None, ident: str = "") -> None:
+        """To each of its targets, or to *target* only."""
+        for name in notice.targets if target is None else (target,):
+            heapq.heappush(self._queue, _Delivery(now, next(self._order), notice, name, ident=ident))
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def clear(self) -> None:
+        """Forget every queued delivery (an alerter that is no longer the leader)."""
+        self._queue = []
 
     def next_due(self) -> float:
         """When the next delivery is due (inf when none is queued)."""
@@ -75,7 +82,9 @@ class Deliverer:
                 except Exception as exc:  # a sender that raises must not lose the notice
                     log.warning("sending to %s raised %s", delivery.target, type(exc).__name__)
             if delivered:
-                outcomes.append(Outcome(delivery.notice, delivery.target, True, delivery.attempts))
+                outcomes.append(
+                    Outcome(delivery.notice, delivery.target, True, delivery.attempts, ident=delivery.ident)
+                )
                 continue
             wait = min(LAST_RETRY, FIRST_RETRY * 2 ** (delivery.attempts - 1))
             log.warning(
@@ -87,7 +96,8 @@ class Deliverer:
             )
             delivery.due = now + wait
             heapq.heappush(self._queue, delivery)
-            outcomes.append(Outcome(delivery.notice, delivery.target, False, delivery.attempts, wait))
+            outcome = Outcome(delivery.notice, delivery.target, False, delivery.attempts, wait, delivery.ident)
+            outcomes.append(outcome)
         return outcomes
 
 

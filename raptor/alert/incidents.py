@@ -6,8 +6,10 @@ process that crashes a hundred times is one incident, reminded, then resolved on
 
 Process rules read the fleet's transitions (:meth:`Engine.transition`):
 
-- ``fatal``: the process entered FATAL; resolved when it is RUNNING again (or removed).
-- ``unexpected_exit``: EXITED that supervisord did not expect; resolved when RUNNING.
+- ``fatal``: the process entered FATAL; resolved once it has stayed RUNNING
+  ``resolve_after`` s (or is removed).
+- ``unexpected_exit``: EXITED that supervisord did not expect; resolved the same way, so
+  a process that dies again a little after each start stays one incident.
 - ``crash_loop``: ``starts`` starts (STARTING or BACKOFF) within ``within`` s; resolved
   once it has stayed RUNNING for ``within`` s.
 - ``not_running``: out of RUNNING for ``after`` s in a state that means it should run
@@ -109,8 +111,7 @@ class Engine:
     def _apply(self, rule: Rule, host: str, t: Transition, proc: _Process) -> List[Change]:
         key = (rule.name, host, t.process)
         line = _describe(t)
-        resolved_by = {"fatal": ("RUNNING",), "unexpected_exit": ("RUNNING",), "not_running": ("RUNNING", "STOPPED")}
-        if t.to_state is None or t.to_state in resolved_by.get(rule.kind, ()):
+        if t.to_state is None or (rule.kind == "not_running" and t.to_state in ("RUNNING", "STOPPED")):
             return self._resolve(key, t.at, line)
         if rule.kind == "crash_loop":
             while proc.starts and proc.starts[0] < t.at - rule.within:
@@ -199,10 +200,11 @@ class Engine:
                     if late and (rule.name, host, process) not in self.open and rule.match.matches(host, None, process):
                         line = f"{proc.state} for {now - proc.since:.0f} s"
                         changes += self._open(rule, host, process, now, line)
-            if rule.kind == "crash_loop":
+            settle = {"crash_loop": rule.within, "fatal": rule.resolve_after, "unexpected_exit": rule.resolve_after}
+            if rule.kind in settle:  # resolved once the process has stayed RUNNING that long
                 for (host, process), proc in self._procs.items():
                     key = (rule.name, host, process)
-                    if key in self.open and proc.state == "RUNNING" and now - proc.since >= rule.within:
+                    if key in self.open and proc.state == "RUNNING" and now - proc.since >= settle[rule.kind]:
                         changes += self._resolve(key, now, f"RUNNING for {now - proc.since:.0f} s")
         by_name = {rule.name: rule for rule in self.rules}
         for incident in self.open.values():
@@ -274,5 +276,10 @@ class Engine:
 
 def _describe(t: Transition) -> str:
     change = f"{t.from_state or '?'} -> {t.to_state}" if t.to_state else "removed"
-    exit_text = f", exit status {t.exitstatus}" if t.to_state == "EXITED" else ""
+    exit_text = ""
+    if t.to_state == "EXITED":
+        # supervisord's EXITED event does not carry the exit status: the listener's
+        # record has it only when a resync read it, so a 0 may just be unknown.
+        said = "" if t.expected is None else (" (expected)" if t.expected else " (unexpected)")
+        exit_text = said + (f", exit status {t.exitstatus}" if t.exitstatus else "")
     return f"{t.process}: {change}{exit_text}"

@@ -426,6 +426,12 @@ def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
     return serve(args, ctx.client, args.redis_url or "", ctx.err)
 
 
+def cmd_alert(args: argparse.Namespace, ctx: Context) -> int:
+    from ..alert.command import serve  # noqa: PLC0415 (its dependencies are the alert extra)
+
+    return serve(args, ctx.client, args.redis_url or "", ctx.err, ctx.stop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
@@ -475,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(web)
     web.set_defaults(func=cmd_web)
+    alert = commands.add_parser("alert", parents=[common], help="the fleet's alerter: rules, notifications")
+    from ..alert.command import add_arguments as alert_arguments  # noqa: PLC0415
+
+    alert_arguments(alert)
+    alert.set_defaults(func=cmd_alert)
     return parser
 
 

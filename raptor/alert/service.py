@@ -1,0 +1,286 @@
+"""The alerter's loop over Redis: a consumer group on the fleet stream, one leader at a
+time, its state and its outbox in Redis so that another alerter takes over where it
+stopped.
+
+- **One leader.** Every alerter of a group (``config.group``) tries for the lease
+  ``raptor_alert:<group>:leader`` (SET NX PX, renewed every loop). Only the leader reads
+  the stream; another waits and takes over when the lease expires.
+- **Nothing missed, nothing twice.** The leader reads with XREADGROUP; a batch's entries
+  are acknowledged (XACK) in the same MULTI/EXEC that saves what they changed (incidents,
+  processes, notices not told yet) and queues the notices due (the outbox stream), and
+  that transaction only runs while the lease is still this alerter's (WATCH). A new
+  leader loads that state and first claims what the old one had read but not
+  acknowledged (XAUTOCLAIM), so each entry counts once.
+- **Delivered, then forgotten.** The leader sends each outbox entry (one notice to one
+  target), retried with backoff while it fails, and deletes it once delivered. An
+  alerter killed between a send and that delete sends it again after the takeover: the
+  one case of a notice twice.
+
+Redis keys (all ``raptor_alert:<group>:...``): ``leader`` (string), ``procs`` and
+``incidents`` (hashes of JSON), ``notices`` (string), ``outbox`` (stream).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import redis
+
+from .. import keys
+from ..consumer.cli import status_report
+from ..consumer.history import Transition
+from ..consumer.stream import UNREADABLE, EntryDecoder, id_time
+from .config import AlertConfig
+from .deliver import Deliverer, Send, apprise_send
+from .incidents import Change, Engine
+from .notices import Notice, Notices
+
+log = logging.getLogger("raptor.alert")
+
+BATCH = 500
+# Renew the lease if it is ours, else take it if free: 1 renewed, 2 taken, 0 someone else's.
+LEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 2
+end
+return 0
+"""
+
+
+def key(group: str, what: str) -> str:
+    return f"raptor_alert:{group}:{what}"
+
+
+class Alerter:
+    """One alerter of *config*'s group, as *consumer*; :meth:`run` until *stop* is set,
+    or :meth:`step` by step (the tests)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: AlertConfig,
+        *,
+        consumer: str,
+        send: Send = apprise_send,
+        clock: Callable[[], float] = time.time,
+        lease: float = 10.0,
+        fleet_every: float = 15.0,
+        block: float = 0.5,
+        stream: str = keys.FLEET_HISTORY,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.consumer = consumer
+        self.clock = clock
+        self.lease = lease
+        self.fleet_every = fleet_every
+        self.block = block
+        self.stream = stream
+        self.group = config.group
+        self.leading = False
+        self._lease = client.register_script(LEASE_SCRIPT)
+        self._decode = EntryDecoder()
+        self._engine = Engine(config.rules)
+        self._notices = Notices(config)
+        self._deliverer = Deliverer(config.targets, send)
+        self._queued: set[str] = set()  # outbox entries handed to the deliverer
+        self._last_fleet = 0.0
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self.ensure_group()
+        while not stop.is_set():
+            try:
+                if not self.step():
+                    stop.wait(min(self.lease / 3, 1.0))
+            except redis.exceptions.ConnectionError as exc:
+                log.warning("Redis unreachable (%s); retrying", type(exc).__name__)
+                self._step_down()
+                stop.wait(1.0)
+
+    def ensure_group(self) -> None:
+        """The consumer group, made at the stream's end the first time (only what happens
+        from then on is alerted on)."""
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def step(self) -> bool:
+        """One round: hold the lease, read, judge, save, deliver. False when another
+        alerter leads."""
+        held = int(self._lease(keys=[key(self.group, "leader")], args=[self.consumer, int(self.lease * 1000)]))
+        if held == 0:
+            self._step_down()
+            return False
+        entries: List[Tuple[str, Any]] = []
+        if held == 2 or not self.leading:
+            self._take_over()
+            entries += self._claim()
+        if not entries:
+            entries += self._read()
+        now = self.clock()
+        changes = self._judge(entries, now)
+        self._notices.add(changes)
+        due = self._notices.due(now)
+        if not self._save([entry_id for entry_id, _ in entries], due):
+            self._step_down()
+            return False
+        self._deliver(now)
+        return True
+
+    # -- leadership -------------------------------------------------------------------------
+
+    def _take_over(self) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(key(self.group, "procs"))
+        pipe.hgetall(key(self.group, "incidents"))
+        pipe.get(key(self.group, "notices"))
+        procs, incidents, notices = pipe.execute()
+        self._engine = Engine(self.config.rules)
+        self._engine.load(_texts(procs), _texts(incidents))
+        self._notices = Notices(self.config)
+        if notices:
+            self._notices.loads(notices.decode() if isinstance(notices, bytes) else notices)
+        self._deliverer.clear()
+        self._queued.clear()
+        self.leading = True
+        log.info("%s leads the alerters of group %s (%d incidents open)", self.consumer, self.group, len(incidents))
+
+    def _step_down(self) -> None:
+        if self.leading:
+            log.info("%s no longer leads group %s", self.consumer, self.group)
+        self.leading = False
+        self._deliverer.clear()
+        self._queued.clear()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _claim(self) -> List[Tuple[str, Any]]:
+        """What another leader read and did not acknowledge (it died mid-batch)."""
+        claimed: List[Tuple[str, Any]] = []
+        cursor = "0-0"
+        while True:
+            reply: Any = self.client.xautoclaim(self.stream, self.group, self.consumer, 0, cursor, count=BATCH)
+            cursor, entries = _text(reply[0]), reply[1]
+            claimed += [(_text(entry_id), fields) for entry_id, fields in entries]
+            if cursor == "0-0" or not entries:
+                return claimed
+
+    def _read(self) -> List[Tuple[str, Any]]:
+        # Any: redis-py's reply types differ between its versions.
+        reply: Any = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=int(self.block * 1000)
+        )
+        return [(_text(entry_id), fields) for _, entries in reply or [] for entry_id, fields in entries]
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def _judge(self, entries: Sequence[Tuple[str, Any]], now: float) -> List[Change]:
+        changes: List[Change] = []
+        for entry_id, fields in entries:
+            if not fields:
+                continue  # trimmed away after it was read
+            try:
+                message = self._decode({_text(k): _text(v) for k, v in fields.items()})
+                transition = Transition.from_message(entry_id, message, id_time(entry_id))
+            except UNREADABLE:
+                continue
+            app = message.get("app_name") or None
+            changes += self._engine.transition(str(message["host"]), app, transition)
+        if now - self._last_fleet >= self.fleet_every:
+            self._last_fleet = now
+            report = status_report(self.client)
+            changes += self._engine.hosts(report, now)
+        changes += self._engine.tick(now)
+        return changes
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def _save(self, entry_ids: List[str], notices: List[Notice]) -> bool:
+        """Acknowledge *entry_ids*, save the state and queue *notices*, in one transaction
+        that runs only while the lease is still ours."""
+        procs, incidents = self._engine.changed_records()
+        leader = key(self.group, "leader")
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(leader)  # type: ignore[no-untyped-call,unused-ignore]
+                owner = pipe.get(leader)
+                if _text(owner) != self.consumer:
+                    return False
+                pipe.multi()
+                _write_hash(pipe, key(self.group, "procs"), procs)
+                _write_hash(pipe, key(self.group, "incidents"), incidents)
+                pipe.set(key(self.group, "notices"), self._notices.dumps())
+                if entry_ids:
+                    pipe.xack(self.stream, self.group, *entry_ids)
+                for notice in notices:
+                    for target in notice.targets:
+                        pipe.xadd(key(self.group, "outbox"), {"target": target, "notice": _notice_json(notice)})
+                pipe.execute()
+            except redis.exceptions.WatchError:
+                return False
+        return True
+
+    # -- delivering -------------------------------------------------------------------------
+
+    def _deliver(self, now: float) -> None:
+        outbox = key(self.group, "outbox")
+        queued: Any = self.client.xrange(outbox, count=BATCH)
+        for entry_id, fields in queued or []:
+            ident = _text(entry_id)
+            if ident in self._queued:
+                continue
+            values = {_text(k): _text(v) for k, v in fields.items()}
+            self._deliverer.submit(_notice_of(values["notice"]), now, target=values["target"], ident=ident)
+            self._queued.add(ident)
+        for outcome in self._deliverer.run_due(now):
+            if outcome.delivered:
+                self.client.xdel(outbox, outcome.ident)
+                self._queued.discard(outcome.ident)
+                log.info("delivered %r to %s", outcome.notice.title, outcome.target)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _texts(mapping: Dict[Any, Any]) -> Dict[str, str]:
+    return {_text(k): _text(v) for k, v in mapping.items()}
+
+
+def _write_hash(pipe: Any, name: str, records: Dict[str, Optional[str]]) -> None:
+    written = {field: value for field, value in records.items() if value is not None}
+    deleted = [field for field, value in records.items() if value is None]
+    if written:
+        pipe.hset(name, mapping=written)
+    if deleted:
+        pipe.hdel(name, *deleted)
+
+
+def _notice_json(notice: Notice) -> str:
+    return json.dumps(
+        {
+            "title": notice.title,
+            "body": notice.body,
+            "targets": notice.targets,
+            "keys": notice.keys,
+            "what": notice.what,
+        }
+    )
+
+
+def _notice_of(text: str) -> Notice:
+    data: Dict[str, Any] = json.loads(text)
+    keys_ = tuple((k[0], k[1], k[2]) for k in data["keys"])
+    return Notice(data["title"], data["body"], tuple(data["targets"]), keys_, data["what"])

@@ -1,0 +1,99 @@
+"""raptor alert against a real Redis fed by real supervisords, notifying a real HTTP
+receiver on loopback through Apprise."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from harness import ProgramSpec, RedisServer, Supervisords, wait_for
+from harness.receivers import HttpReceiver
+from raptor.alert.config import parse
+from raptor.alert.service import Alerter, key
+from raptor.consumer.follow import make_client
+from raptor.consumer.stream import parse_id
+
+pytestmark = pytest.mark.integration
+
+
+def config_text(port: int, **more: str) -> str:
+    extra = "".join(f"{name}: {value}\n" for name, value in more.items())
+    return f"""
+notify:
+  hook: "json://127.0.0.1:{port}/hook"
+group_window: 1s
+{extra}rules:
+  - kind: fatal
+    remind_every: 0
+  - kind: unexpected_exit
+    remind_every: 0
+"""
+
+
+class Running:
+    """An alerter in a thread of this process, stopped at the end."""
+
+    def __init__(self, url: str, text: str, consumer: str) -> None:
+        self.stop = threading.Event()
+        self.alerter = Alerter(make_client(url), parse(text), consumer=consumer, lease=3.0, block=0.2)
+        self.alerter.ensure_group()
+        self.thread = threading.Thread(target=self.alerter.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as found:
+        yield found
+
+
+def settled_alerter(client: Any, after: str) -> bool:
+    """Whether the alerter has judged every entry up to *after* and told all it had to."""
+    groups = {g["name"]: g for g in client.xinfo_groups("proc_history")}
+    group = groups[b"raptor-alert"] if b"raptor-alert" in groups else groups["raptor-alert"]
+    last = group["last-delivered-id"]
+    last = last.decode() if isinstance(last, bytes) else last
+    notices = json.loads(client.get(key("raptor-alert", "notices")) or "{}")
+    return (
+        parse_id(last) >= parse_id(after)
+        and group["pending"] == 0
+        and client.xlen(key("raptor-alert", "outbox")) == 0
+        and not notices.get("groups")
+    )
+
+
+def test_fatal_and_repeated_unexpected_exits_are_one_notice_each(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    commands = {"crasher": "sh -c 'exit 3'", "dier": "sh -c 'sleep 1.3; exit 3'"}
+    program = ProgramSpec(commands=commands, options={"startretries": "1"})
+    alerter = Running(redis_server.url, config_text(receiver.port), "a1")
+    client = redis_server.client()
+    try:
+        sup = start_supervisord(["steady", "crasher", "dier"], redis_server.url, hostname="h1", program=program)
+        wait_for(lambda: sup.truth()["crasher"]["statename"] == "FATAL", 30, "the crasher to end FATAL")
+
+        def third_exit() -> str:
+            exits = [
+                i.decode()
+                for i, f in client.xrange("proc_history")
+                if f.get(b"name") == b"dier" and f.get(b"event") == b"PROCESS_STATE_EXITED"
+            ]
+            return exits[2] if len(exits) >= 3 else ""
+
+        after = wait_for(third_exit, 30, "dier to exit three times")
+        wait_for(lambda: settled_alerter(client, after), 20, "the alerter to judge and tell everything")
+        titles = receiver.titles()
+        assert sorted(titles) == ["[raptor] fatal: h1 crasher", "[raptor] unexpected_exit: h1 dier"]
+        [dier] = [b for b in receiver.bodies if b["title"].endswith("dier")]
+        assert "dier: RUNNING -> EXITED (unexpected)" in dier["message"]
+    finally:
+        alerter.close()

@@ -4,13 +4,15 @@ receiver on loopback through Apprise."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 import pytest
 
-from harness import ProgramSpec, RedisServer, Supervisords, wait_for
+from harness import BIN, ProgramSpec, RedisServer, Supervisords, wait_for
 from harness.receivers import HttpReceiver
 from raptor.alert.config import parse
 from raptor.alert.service import Alerter, key
@@ -97,3 +99,55 @@ def test_fatal_and_repeated_unexpected_exits_are_one_notice_each(
         assert "dier: RUNNING -> EXITED (unexpected)" in dier["message"]
     finally:
         alerter.close()
+
+
+def fatal_programs(receiver: HttpReceiver) -> List[str]:
+    """The programs the FATAL notices told of: one per single notice (in its title), or
+    one per line of a grouped one (``- h1 p03: ...``)."""
+    found: List[str] = []
+    for body in receiver.bodies:
+        title = str(body["title"])
+        if title.startswith("[raptor] fatal: h1 "):
+            found.append(title.rsplit(" ", 1)[1])
+        elif title.startswith("[raptor] fatal: "):
+            found += [line.split()[2].rstrip(":") for line in body["message"].splitlines() if line.startswith("- h1 ")]
+    return found
+
+
+def alerter_process(url: str, config: Path, consumer: str, log: Path) -> subprocess.Popen[bytes]:
+    command = [str(BIN / "raptor"), "alert", "--redis-url", url, "--config", str(config)]
+    command += ["--consumer", consumer, "--lease", "2"]
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_two_alerters_one_killed_mid_burst_tell_each_incident_once(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    config = tmp_path / "alert.yml"
+    config.write_text(config_text(receiver.port))
+    client = redis_server.client()
+    processes = {name: alerter_process(redis_server.url, config, name, tmp_path / f"{name}.log") for name in "ab"}
+    try:
+        wait_for(lambda: client.get(key("raptor-alert", "leader")), 20, "an alerter to lead")
+        programs = [f"p{n:02d}" for n in range(15)]
+        spec = ProgramSpec(command="sh -c 'exit 3'", options={"startretries": "2"})
+        sup = start_supervisord(programs, redis_server.url, hostname="h1", program=spec)
+        # Mid-burst: the first program is FATAL, others are still retrying.
+        wait_for(lambda: any(i["statename"] == "FATAL" for i in sup.truth().values()), 30, "a first FATAL")
+        leader = client.get(key("raptor-alert", "leader")).decode()
+        processes[leader].send_signal(signal.SIGKILL)
+        processes[leader].wait(10)
+        states = lambda: {sup.truth()[p]["statename"] for p in programs}  # noqa: E731
+        wait_for(lambda: states() == {"FATAL"}, 30, "every program FATAL")
+        last = client.xrevrange("proc_history", count=1)[0][0].decode()
+        wait_for(lambda: settled_alerter(client, last), 30, "the other alerter to take over and tell everything")
+        told = fatal_programs(receiver)
+        assert sorted(told) == programs, receiver.titles()  # each once: none missed, none twice
+        survivor = "b" if leader == "a" else "a"
+        assert client.get(key("raptor-alert", "leader")).decode() == survivor
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)

@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--consumer", default=f"{socket.gethostname()}:{os.getpid()}", help="this alerter's name in the group"
     )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a leader that stopped answering keeps the lead before another alerter takes over (default: 10)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
@@ -52,6 +59,9 @@ def serve(
     except ImportError as exc:
         err.write(f"raptor alert needs its extra ({exc.name} is missing): pip install 'raptor[alert]'\n")
         return 2
+    if not 1.0 <= args.lease <= 300.0:
+        err.write(f"raptor alert: --lease must be 1-300 seconds, not {args.lease}\n")
+        return 2
     config, problems = read_config(args.config)
     if config is None:
         for problem in problems:
@@ -75,5 +85,5 @@ def serve(
         len(config.rules),
         len(config.targets),
     )
-    Alerter(client, config, consumer=args.consumer).run(stop)
+    Alerter(client, config, consumer=args.consumer, lease=args.lease).run(stop)
     return 0

@@ -1,10 +1,13 @@
 """Real notification receivers on loopback, for the alerter's tests: an HTTP server that
-keeps every JSON body posted to it (what Apprise's ``json://`` sends)."""
+keeps every JSON body posted to it (what Apprise's ``json://`` sends), and an SMTP
+server (aiosmtpd) that keeps every mail (Apprise's ``mailto://``)."""
 
 from __future__ import annotations
 
+import email
 import json
 import threading
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 
@@ -51,6 +54,43 @@ class HttpReceiver:
             return [str(body.get("title")) for body in self.bodies]
 
     def __enter__(self) -> HttpReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class SmtpReceiver:
+    """A real SMTP server on a loopback port (aiosmtpd), keeping every message it accepts."""
+
+    def __init__(self, port: Optional[int] = None) -> None:
+        self.port = port or free_port()
+        self.messages: List[Message] = []
+        self._controller: Any = None
+
+    def start(self) -> SmtpReceiver:
+        from aiosmtpd.controller import Controller  # noqa: PLC0415 (the test extra)
+
+        messages = self.messages
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd calls it so
+                messages.append(email.message_from_bytes(envelope.original_content or envelope.content))
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def subjects(self) -> List[str]:
+        return [str(message["Subject"]) for message in list(self.messages)]
+
+    def __enter__(self) -> SmtpReceiver:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -7,13 +7,14 @@ import json
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
 
 from harness import BIN, ProgramSpec, RedisServer, Supervisords, wait_for
-from harness.receivers import HttpReceiver
+from harness.receivers import HttpReceiver, SmtpReceiver
 from raptor.alert.config import parse
 from raptor.alert.service import Alerter, key
 from raptor.consumer.follow import make_client
@@ -151,3 +152,48 @@ def test_two_alerters_one_killed_mid_burst_tell_each_incident_once(
             if process.poll() is None:
                 process.terminate()
                 process.wait(10)
+
+
+def test_a_receiver_down_for_30_s_gets_the_notice_when_it_is_back(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
+    receiver = HttpReceiver()  # not listening yet
+    alerter = Running(redis_server.url, config_text(receiver.port), "a1")
+    client = redis_server.client()
+    try:
+        spec = ProgramSpec(commands={"crasher": "sh -c 'exit 3'"}, options={"startretries": "0"})
+        sup = start_supervisord(["crasher"], redis_server.url, hostname="h1", program=spec)
+        wait_for(lambda: sup.truth()["crasher"]["statename"] == "FATAL", 30, "the crasher to end FATAL")
+        queued = wait_for(lambda: client.xlen(key("raptor-alert", "outbox")), 10, "the notice in the outbox")
+        down = time.monotonic()
+        wait_for(lambda: time.monotonic() - down >= 30, 31, "30 s with the receiver down", interval=1.0)
+        assert client.xlen(key("raptor-alert", "outbox")) == queued == 1  # still there: not dropped
+        receiver.start()
+        wait_for(receiver.titles, 60, "the notice after the receiver came back")
+        assert receiver.titles() == ["[raptor] fatal: h1 crasher"]
+        wait_for(
+            lambda: client.xlen(key("raptor-alert", "outbox")) == 0, 10, "the delivered notice to leave the outbox"
+        )
+    finally:
+        alerter.close()
+        receiver.stop()
+
+
+def test_a_notice_goes_to_every_target_a_mail_server_and_a_webhook(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    with SmtpReceiver() as mail:
+        mailto = f"mailto://127.0.0.1:{mail.port}?from=raptor@example.com&to=ops@example.com&mode=insecure"
+        text = config_text(receiver.port).replace("notify:\n", f'notify:\n  mail: "{mailto}"\n', 1)
+        alerter = Running(redis_server.url, text, "a1")
+        try:
+            spec = ProgramSpec(commands={"crasher": "sh -c 'exit 3'"}, options={"startretries": "0"})
+            start_supervisord(["crasher"], redis_server.url, hostname="h1", program=spec)
+            wait_for(lambda: receiver.titles() and mail.subjects(), 30, "the notice by mail and by webhook")
+            client = redis_server.client()
+            wait_for(lambda: client.xlen(key("raptor-alert", "outbox")) == 0, 10, "both deliveries done")
+            assert receiver.titles() == mail.subjects() == ["[raptor] fatal: h1 crasher"]
+            parts = [p.get_payload(decode=True) or b"" for p in mail.messages[0].walk() if not p.is_multipart()]
+            assert any(b"host: h1" in part and b"program: crasher" in part for part in parts)
+        finally:
+            alerter.close()

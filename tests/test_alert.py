@@ -13,7 +13,7 @@ from typing import Any, Iterator, List
 
 import pytest
 
-from harness import BIN, ProgramSpec, RedisServer, Supervisords, wait_for
+from harness import BIN, ListenerSpec, ProgramSpec, RedisServer, Supervisords, wait_for
 from harness.receivers import HttpReceiver, SmtpReceiver
 from raptor.alert.config import parse
 from raptor.alert.service import Alerter, key
@@ -197,3 +197,43 @@ def test_a_notice_goes_to_every_target_a_mail_server_and_a_webhook(
             assert any(b"host: h1" in part and b"program: crasher" in part for part in parts)
         finally:
             alerter.close()
+
+
+def test_a_silent_host_is_stale_then_resolved_and_two_names_of_one_supervisord_are_a_duplicate(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    tick5 = "PROCESS_STATE,PROCESS_GROUP,TICK_5"  # snapshots refreshed every 5 s
+    quiet = start_supervisord(["a"], redis_server.url, hostname="quiet", listener=ListenerSpec(events=tick5))
+    start_supervisord(
+        ["b"],
+        redis_server.url,
+        listener=ListenerSpec(events=tick5, hosts={"proc_publisher": "dup-a", "second": "dup-b"}),
+    )
+    text = f"""
+notify: {{hook: "json://127.0.0.1:{receiver.port}/hook"}}
+group_window: 0s
+rules:
+  - {{kind: stale, after: 12s, remind_every: 0}}
+  - {{kind: duplicate, remind_every: 0}}
+"""
+    stop = threading.Event()
+    alerter = Alerter(make_client(redis_server.url), parse(text), consumer="a1", lease=3.0, block=0.2, fleet_every=1.0)
+    alerter.ensure_group()
+    thread = threading.Thread(target=alerter.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "[raptor] duplicate: dup-a dup-b" in receiver.titles(), 30, "the duplicate notice")
+        quiet.ctl("stop", "proc_publisher")
+        wait_for(lambda: "[raptor] stale: quiet" in receiver.titles(), 40, "the stale notice")
+        quiet.ctl("start", "proc_publisher")
+        wait_for(lambda: "[raptor] RESOLVED stale: quiet" in receiver.titles(), 40, "the resolved notice")
+        assert sorted(receiver.titles()) == [
+            "[raptor] RESOLVED stale: quiet",
+            "[raptor] duplicate: dup-a dup-b",
+            "[raptor] stale: quiet",
+        ]
+        [stale] = [b for b in receiver.bodies if b["title"] == "[raptor] stale: quiet"]
+        assert "snapshot not refreshed for" in stale["message"]
+    finally:
+        stop.set()
+        thread.join(10)

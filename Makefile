@@ -21,7 +21,7 @@ NGINX_DIR := build/nginx
 NGINX := $(NGINX_DIR)/usr/sbin/nginx
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history bench-web screenshots nginx deps doctor images wheelhouse collection clean
+.PHONY: test lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history bench-web bench-alert screenshots nginx deps doctor images wheelhouse collection clean
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
@@ -111,6 +111,11 @@ bench-history: deps $(BIN)/.installed
 bench-web: deps $(BIN)/.installed
 	python -m bench.web
 	python -m bench.sse_servers
+
+# raptor alert: from a transition in the fleet stream to the notice received, at 1,000
+# transitions/s (a minute; bench/results/alert.*).
+bench-alert: deps $(BIN)/.installed
+	python -m bench.alert
 
 # The README's screenshots of raptor web (docs/web-*.png), from real supervisords.
 screenshots: deps $(BIN)/.installed

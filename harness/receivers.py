@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import json
 import threading
+import time
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
@@ -21,17 +22,19 @@ class HttpReceiver:
     def __init__(self, port: Optional[int] = None) -> None:
         self.port = port or free_port()
         self.bodies: List[Dict[str, Any]] = []
+        self.arrivals: List[float] = []  # time.time() each body arrived (the benchmark's clock)
         self._server: Optional[ThreadingHTTPServer] = None
         self._lock = threading.Lock()
 
     def start(self) -> HttpReceiver:
-        bodies, lock = self.bodies, self._lock
+        bodies, arrivals, lock = self.bodies, self.arrivals, self._lock
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # http.server calls it so
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
                 with lock:
+                    arrivals.append(time.time())
                     bodies.append(body)
                 self.send_response(200)
                 self.end_headers()

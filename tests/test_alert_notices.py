@@ -22,7 +22,7 @@ def change(what: str, rule: str, host: str, program: str = "", at: float = 0.0, 
 
 def test_one_incident_is_one_notice_after_the_window_with_its_evidence_and_link() -> None:
     notices = Notices(config())
-    notices.add([change("opened", "fatal", "web1", "api", 100.0, "api: BACKOFF -> FATAL")])
+    notices.add([change("opened", "fatal", "web1", "api", 90.0, "api: BACKOFF -> FATAL")], 100.0)
     assert notices.due(109.0) == []  # others may come in the window
     [notice] = notices.due(110.0)
     assert notice.title == "[raptor] fatal: web1 api"
@@ -34,7 +34,8 @@ def test_one_incident_is_one_notice_after_the_window_with_its_evidence_and_link(
 
 def test_a_burst_of_200_incidents_is_one_notice_listing_twenty() -> None:
     notices = Notices(config())
-    notices.add([change("opened", "fatal", f"web{n % 4}", f"p{n}", n * 0.01) for n in range(200)])
+    for n in range(200):  # seen over 2 s: one window
+        notices.add([change("opened", "fatal", f"web{n % 4}", f"p{n}", n * 0.01)], n * 0.01)
     [notice] = notices.due(10.0)
     assert notice.title == "[raptor] fatal: 200 incidents on 4 hosts"
     assert notice.body.count("\n- ") == 20 and "... and 180 more" in notice.body
@@ -43,7 +44,7 @@ def test_a_burst_of_200_incidents_is_one_notice_listing_twenty() -> None:
 
 def test_the_rate_limit_holds_back_and_then_tells_what_it_held() -> None:
     notices = Notices(config(rate_limit=2, rate_per=60.0))
-    notices.add([change("opened", rule, "web1", at=0.0) for rule in ("fatal", "stale", "duplicate", "discarded")])
+    notices.add([change("opened", rule, "web1", at=0.0) for rule in ("fatal", "stale", "duplicate", "discarded")], 0.0)
     sent = notices.due(10.0)
     assert [n.title for n in sent] == ["[raptor] fatal: web1", "[raptor] stale: web1"]
     assert notices.pending() == 2
@@ -57,14 +58,14 @@ def test_the_rate_limit_holds_back_and_then_tells_what_it_held() -> None:
 
 def test_resolved_and_reminders_are_said_so() -> None:
     notices = Notices(config())
-    notices.add([change("resolved", "stale", "web1", at=0.0), change("reminded", "fatal", "web2", "api", at=0.0)])
+    notices.add([change("resolved", "stale", "web1", at=0.0), change("reminded", "fatal", "web2", "api", at=0.0)], 0.0)
     titles: List[str] = sorted(n.title for n in notices.due(10.0))
     assert titles == ["[raptor] REMINDER fatal: web2 api", "[raptor] RESOLVED stale: web1"]
 
 
 def test_names_from_redis_are_escaped_and_links_encoded() -> None:
     notices = Notices(config())
-    notices.add([change("opened", "fatal", "web1\x1b[2J", "a&b <x>\n", 0.0)])
+    notices.add([change("opened", "fatal", "web1\x1b[2J", "a&b <x>\n", 0.0)], 0.0)
     [notice] = notices.due(10.0)
     assert "\x1b" not in notice.title + notice.body and "\n" not in notice.title
     assert "process=a%26b+%3Cx%3E%0A" in notice.body
@@ -72,9 +73,9 @@ def test_names_from_redis_are_escaped_and_links_encoded() -> None:
 
 def test_what_is_not_told_yet_survives_in_another_alerter() -> None:
     first = Notices(config(rate_limit=1, rate_per=60.0))
-    first.add([change("opened", "fatal", "web1", "api", 0.0), change("opened", "stale", "web2", at=0.0)])
+    first.add([change("opened", "fatal", "web1", "api", 0.0), change("opened", "stale", "web2", at=0.0)], 0.0)
     assert len(first.due(10.0)) == 1  # the other is held by the rate limit
-    first.add([change("opened", "duplicate", "db1", "db2", 20.0)])
+    first.add([change("opened", "duplicate", "db1", "db2", 20.0)], 20.0)
     second = Notices(config(rate_limit=1, rate_per=60.0))
     second.loads(first.dumps())
     assert second.pending() == first.pending() == 2

@@ -64,3 +64,13 @@ def test_sse_servers_bench_measures_both_stacks(tmp_path: Path) -> None:
     assert set(summary) == {"starlette+uvicorn+sse-starlette", "aiohttp"}
     for row in summary.values():
         assert row["fewest_entries"] > 0  # every client got events from both stacks
+
+
+def test_alert_bench_tells_every_fatal_once(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.alert", "--rate", "200", "--fatal-rate", "10", "--seconds", "2"]
+    command += ["--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((tmp_path / "alert.json").read_text())["figures"]
+    assert figures["fatals"] == 20 and figures["told_once"] is True
+    assert "| event to notice received, p99 (ms) |" in (tmp_path / "alert.md").read_text()

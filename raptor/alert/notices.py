@@ -54,11 +54,13 @@ class Notices:
         self._held: Counter[Tuple[str, str]] = Counter()  # (rule, what) -> changes not told yet
         self._held_keys: List[Key] = []
 
-    def add(self, changes: List[Change]) -> None:
+    def add(self, changes: List[Change], now: float) -> None:
+        """*changes*, seen at *now*: a group's window runs from when its first change was
+        seen (an event's own time may be late, or rounded to the second)."""
         for change in changes:
             targets = self._targets.get(change.incident.rule, ())
             key = (change.what, change.incident.rule, targets)
-            group = self._groups.setdefault(key, _Group(change.at))
+            group = self._groups.setdefault(key, _Group(now))
             group.changes.append(change)
 
     def due(self, now: float) -> List[Notice]:

@@ -131,7 +131,7 @@ class Alerter:
             entries += self._read()
         now = self.clock()
         changes = self._judge(entries, now)
-        self._notices.add(changes)
+        self._notices.add(changes, now)
         due = self._notices.due(now)
         if not self._save([entry_id for entry_id, _ in entries], due):
             self._step_down()

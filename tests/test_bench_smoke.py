@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 
@@ -40,13 +41,19 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert "| figure | target |" in (tmp_path / "README.md").read_text()
 
 
+def run_bench(module: str, out: Path, *args: str, timeout: float = 300) -> Dict[str, Any]:
+    """``python -m bench.MODULE ARGS --out OUT``, which must succeed; its JSON results."""
+    command = [sys.executable, "-m", f"bench.{module}", *args, "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    found: Dict[str, Any] = json.loads((out / f"{module}.json").read_text())
+    return found
+
+
 @pytest.mark.browser
 def test_web_bench_writes_every_figure(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "bench.web", "--hosts", "20", "--programs", "5", "--rate", "100"]
-    command += ["--seconds", "3", "--followers", "3", "--out", str(tmp_path)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    figures = json.loads((tmp_path / "web.json").read_text())["figures"]
+    args = ("--hosts", "20", "--programs", "5", "--rate", "100", "--seconds", "3", "--followers", "3")
+    figures = run_bench("web", tmp_path, *args, timeout=600)["figures"]
     assert figures["entries_on_page"] == figures["entries_written"] == 300
     assert figures["followers_all_complete"] is True
     for key in ("first_render_median_s", "latency_p99_ms", "followers_latency_p99_ms", "followers_server_rss_mb_max"):
@@ -56,21 +63,13 @@ def test_web_bench_writes_every_figure(tmp_path: Path) -> None:
 
 
 def test_sse_servers_bench_measures_both_stacks(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "bench.sse_servers", "--clients", "3", "--seconds", "2", "--runs", "1"]
-    command += ["--out", str(tmp_path)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((tmp_path / "sse_servers.json").read_text())["summary"]
+    summary = run_bench("sse_servers", tmp_path, "--clients", "3", "--seconds", "2", "--runs", "1")["summary"]
     assert set(summary) == {"starlette+uvicorn+sse-starlette", "aiohttp"}
     for row in summary.values():
         assert row["fewest_entries"] > 0  # every client got events from both stacks
 
 
 def test_alert_bench_tells_every_fatal_once(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "bench.alert", "--rate", "200", "--fatal-rate", "10", "--seconds", "2"]
-    command += ["--out", str(tmp_path)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    figures = json.loads((tmp_path / "alert.json").read_text())["figures"]
+    figures = run_bench("alert", tmp_path, "--rate", "200", "--fatal-rate", "10", "--seconds", "2")["figures"]
     assert figures["fatals"] == 20 and figures["told_once"] is True
     assert "| event to notice received, p99 (ms) |" in (tmp_path / "alert.md").read_text()

@@ -237,3 +237,33 @@ rules:
     finally:
         stop.set()
         thread.join(10)
+
+
+ALERT_ACL = (
+    "~host_procs:* ~host_meta:* ~host_history:* ~proc_history ~raptor_alert:* resetchannels "
+    "+hgetall +scan +ttl +exists +xrange +xinfo +multi +exec +time +ping "
+    "+xgroup|create +xreadgroup +xack +xautoclaim +evalsha +script|load +get +set +pexpire +watch +unwatch "
+    "+hset +hdel +xadd +xdel"
+)
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_gives_the_alerters_acl() -> None:
+    assert f"ACL SETUSER raptor_alert reset on >CHANGE-ME {ALERT_ACL}\n" in README.read_text(encoding="utf-8")
+
+
+def test_the_alerter_works_as_the_readmes_redis_user(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    admin = redis_server.client()
+    admin.execute_command("ACL", "SETUSER", "raptor_alert", "reset", "on", ">alert-pw", *ALERT_ACL.split())
+    url = f"redis://raptor_alert:alert-pw@127.0.0.1:{redis_server.port}/0"
+    alerter = Running(url, config_text(receiver.port), "a1")
+    try:
+        spec = ProgramSpec(commands={"crasher": "sh -c 'exit 3'"}, options={"startretries": "0"})
+        start_supervisord(["crasher"], redis_server.url, hostname="h1", program=spec)
+        wait_for(receiver.titles, 30, "the notice, the alerter connected as raptor_alert")
+        assert receiver.titles() == ["[raptor] fatal: h1 crasher"]
+        assert alerter.thread.is_alive()
+    finally:
+        alerter.close()

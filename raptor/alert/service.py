@@ -106,6 +106,10 @@ class Alerter:
                 log.warning("Redis unreachable (%s); retrying", type(exc).__name__)
                 self._step_down()
                 stop.wait(1.0)
+            except redis.exceptions.ResponseError as exc:  # NOPERM: the README gives the ACL
+                log.error("Redis refused a command (%s); retrying in 30 s", exc)
+                self._step_down()
+                stop.wait(30.0)
 
     def ensure_group(self) -> None:
         """The consumer group, made at the stream's end the first time (only what happens

@@ -133,3 +133,18 @@ def test_a_rule_matches_by_host_glob_app_and_program_glob(
     match: Match, host: str, app: str, program: str, expected: bool
 ) -> None:
     assert match.matches(host, app, program) is expected
+
+
+def test_host_rules_take_no_program_filter_and_a_url_in_the_wrong_place_is_not_repeated() -> None:
+    found = problems_of(
+        f"""
+        notify: {{ops: "json://127.0.0.1/"}}
+        rules:
+          - {{kind: stale, apps: [billing]}}
+          - {{kind: fatal, notify: "mailtos://u:{SECRET}@smtp.example.com"}}
+        """
+    )
+    assert found == [
+        "rules[0].apps: a stale rule is about hosts; filter it by hosts: only",
+        "rules[1].notify: a value that is not a target name is not a target under notify:",
+    ]

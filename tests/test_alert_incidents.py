@@ -177,3 +177,16 @@ def test_the_state_saved_piecemeal_is_what_another_engine_goes_on_from() -> None
 
 def json_keys(records: Dict[str, Optional[str]]) -> set:  # type: ignore[type-arg]
     return {key for key, value in records.items() if value is not None}
+
+
+def test_quiet_processes_are_forgotten_and_a_backlog_does_not_remind_at_once() -> None:
+    engine = Engine([rule("fatal"), rule("crash_loop", starts=3, within=600.0)])
+    feed(engine, "web1", t(0, "STARTING", program="quiet"), t(1, "RUNNING", program="quiet"))
+    engine.changed_records()
+    engine.tick(1000)  # its start is out of every window, and it is RUNNING: nothing to watch
+    assert engine.changed_records()[0] == {'["web1", "quiet"]': None}
+    # An old FATAL read late (a backlog): opened now, so its first reminder is an hour from now.
+    opened = engine.transition("web1", None, t(10, "FATAL"), seen=5000.0)
+    assert summary(opened) == [("opened", "fatal", "web1", "api")]
+    assert engine.tick(5001, seen=5001) == []
+    assert summary(engine.tick(5000 + HOUR, seen=5000 + HOUR)) == [("reminded", "fatal", "web1", "api")]

@@ -33,6 +33,7 @@ KINDS: Dict[str, Dict[str, Any]] = {
     "not_running": {"after": None},  # a process that should run has not been RUNNING for T
 }
 DURATION_SETTINGS = ("within", "after")
+HOST_KINDS = ("stale", "duplicate", "discarded")
 TOP_LEVEL = ("notify", "rules", "web_url", "group", "remind_every", "rate_limit", "group_window")
 RULE_KEYS = (
     "name", "kind", "hosts", "apps", "programs", "notify", "remind_every", "resolve_after", "starts", "within", "after",
@@ -111,7 +112,8 @@ def parse(text: str, check_url: Optional[Any] = None) -> AlertConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "the file"
-        raise ConfigErrors([f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})"]) from None
+        # The parser's problem only, not its message: that quotes the line, which may hold a URL.
+        raise ConfigErrors([f"{where}: not valid YAML ({getattr(exc, 'problem', None) or 'unreadable'})"]) from None
     if not isinstance(data, dict):
         raise ConfigErrors(["the file: must be a mapping with notify: and rules:"])
     for key in data:
@@ -209,6 +211,10 @@ def _rule(key: str, item: Any, targets: Mapping[str, Target], remind: float, pro
     if not isinstance(name, str) or not NAME.fullmatch(name):
         problems.append(f"{key}.name: must be a name of letters, digits, '.', '_' or '-'")
         return None
+    if kind in HOST_KINDS:
+        for name_ in ("apps", "programs"):
+            if name_ in item:
+                problems.append(f"{key}.{name_}: a {kind} rule is about hosts; filter it by hosts: only")
     match = Match(
         hosts=_globs(item, "hosts", key, problems),
         apps=_globs(item, "apps", key, problems),
@@ -217,7 +223,9 @@ def _rule(key: str, item: Any, targets: Mapping[str, Target], remind: float, pro
     notify = _globs(item, "notify", key, problems) or tuple(targets)
     for target in notify:
         if target not in targets:
-            problems.append(f"{key}.notify: {target!r} is not a target under notify:")
+            # Only a name is repeated: a URL pasted here would hold its secrets.
+            shown = repr(target) if NAME.fullmatch(target) else "a value that is not a target name"
+            problems.append(f"{key}.notify: {shown} is not a target under notify:")
     remind_every = _duration(item, "remind_every", remind, f"{key}.remind_every", problems, allow_zero=True)
     settle = _duration(item, "resolve_after", "60s", f"{key}.resolve_after", problems, allow_zero=True)
     settings = _kind_settings(key, kind, item, problems)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional, Tuple
 
@@ -69,9 +70,13 @@ class Deliverer:
         """When the next delivery is due (inf when none is queued)."""
         return self._queue[0].due if self._queue else float("inf")
 
-    def run_due(self, now: float) -> List[Outcome]:
+    def run_due(self, now: float, budget: float = 0.0) -> List[Outcome]:
+        """Send what is due; with a *budget* (s), stop starting sends once it is spent."""
         outcomes: List[Outcome] = []
+        started = time.monotonic()
         while self._queue and self._queue[0].due <= now:
+            if budget and time.monotonic() - started >= budget:
+                break
             delivery = heapq.heappop(self._queue)
             delivery.attempts += 1
             target = self.targets.get(delivery.target)

@@ -70,6 +70,7 @@ class _Process:
     state: Optional[str] = None
     since: float = 0.0  # when it entered `state`
     starts: Deque[float] = field(default_factory=deque)
+    app: Optional[str] = None
 
 
 class Engine:
@@ -86,13 +87,16 @@ class Engine:
         self._dirty_procs: Set[Tuple[str, str]] = set()
         self._dirty_incidents: Set[Key] = set()
         self._keep = max([r.within for r in self.rules if r.kind == "crash_loop"] or [0.0])
+        self._seen = 0.0  # the alerter's clock at the call: when a notice would go out
 
     # -- process rules ----------------------------------------------------------------------
 
-    def transition(self, host: str, app: Optional[str], t: Transition) -> List[Change]:
+    def transition(self, host: str, app: Optional[str], t: Transition, seen: Optional[float] = None) -> List[Change]:
         """One transition of *host*'s process (its app from its name, None if not a
-        Velociraptor name)."""
+        Velociraptor name), read at *seen* (default: the transition's time)."""
+        self._seen = t.at if seen is None else seen
         proc = self._procs.setdefault((host, t.process), _Process())
+        proc.app = app
         self._dirty_procs.add((host, t.process))
         while proc.starts and proc.starts[0] < t.at - self._keep:
             proc.starts.popleft()
@@ -131,6 +135,7 @@ class Engine:
 
     def hosts(self, report: Mapping[str, Any], now: float) -> List[Change]:
         """The fleet's state, ``raptor status --json``'s shape without the process lists."""
+        self._seen = now
         changes: List[Change] = []
         hosts = [h for h in report.get("hosts", []) if isinstance(h, dict)]
         names = {str(h.get("host")) for h in hosts}
@@ -190,14 +195,20 @@ class Engine:
 
     # -- time -------------------------------------------------------------------------------
 
-    def tick(self, now: float) -> List[Change]:
-        """Time-based rules (not_running) and reminders."""
+    def tick(self, now: float, seen: Optional[float] = None) -> List[Change]:
+        """Time-based rules at *now* (the fleet's time: a backlog being read is behind
+        the clock) and reminders at *seen* (the alerter's clock; default *now*)."""
+        self._seen = now if seen is None else seen
         changes: List[Change] = []
         for rule in self.rules:
             if rule.kind == "not_running":
                 for (host, process), proc in self._procs.items():
                     late = proc.state in SHOULD_RUN and now - proc.since >= rule.after
-                    if late and (rule.name, host, process) not in self.open and rule.match.matches(host, None, process):
+                    if (
+                        late
+                        and (rule.name, host, process) not in self.open
+                        and rule.match.matches(host, proc.app, process)
+                    ):
                         line = f"{proc.state} for {now - proc.since:.0f} s"
                         changes += self._open(rule, host, process, now, line)
             settle = {"crash_loop": rule.within, "fatal": rule.resolve_after, "unexpected_exit": rule.resolve_after}
@@ -209,10 +220,22 @@ class Engine:
         by_name = {rule.name: rule for rule in self.rules}
         for incident in self.open.values():
             every = by_name[incident.rule].remind_every if incident.rule in by_name else 0
-            if every and now - incident.last_notified >= every:
-                incident.last_notified = now
-                changes.append(Change("reminded", incident, now))
+            if every and self._seen - incident.last_notified >= every:
+                incident.last_notified = self._seen
+                changes.append(Change("reminded", incident, self._seen))
+        self._forget(now)
         return changes
+
+    def _forget(self, now: float) -> None:
+        """Drop the processes nothing is watching any more (quiet, no recent start, no open
+        incident): the fleet's processes are not all kept for ever."""
+        watched = {(k[1], k[2]) for k in self.open}
+        for where, proc in list(self._procs.items()):
+            while proc.starts and proc.starts[0] < now - self._keep:
+                proc.starts.popleft()
+            if not proc.starts and proc.state not in SHOULD_RUN and where not in watched:
+                del self._procs[where]
+                self._dirty_procs.add(where)
 
     # -- the incidents ----------------------------------------------------------------------
 
@@ -222,7 +245,7 @@ class Engine:
         if incident is not None:
             incident.add(line)
             return []
-        incident = Incident(rule.name, rule.kind, host, program, at, [line], last_notified=at)
+        incident = Incident(rule.name, rule.kind, host, program, at, [line], last_notified=self._seen or at)
         self.open[key] = incident
         self._dirty_incidents.add(key)
         return [Change("opened", incident, at)]
@@ -250,7 +273,8 @@ class Engine:
             matters = proc is not None and (
                 proc.starts or proc.state in SHOULD_RUN or any(k[1:] == (host, process) for k in self.open)
             )
-            procs[field_name] = json.dumps([proc.state, proc.since, list(proc.starts)]) if matters and proc else None
+            record = [proc.state, proc.since, list(proc.starts), proc.app] if matters and proc else None
+            procs[field_name] = json.dumps(record) if record else None
         incidents: Dict[str, Optional[str]] = {}
         for key in self._dirty_incidents:
             found = self.open.get(key)
@@ -265,8 +289,8 @@ class Engine:
         self.open.clear()
         for field_name, value in procs.items():
             host, process = json.loads(field_name)
-            state, since, starts = json.loads(value)
-            self._procs[(host, process)] = _Process(state, since, deque(starts))
+            state, since, starts, app = json.loads(value)
+            self._procs[(host, process)] = _Process(state, since, deque(starts), app)
         for value in incidents.values():
             incident = Incident(**json.loads(value))
             self.open[incident.key] = incident

@@ -22,6 +22,7 @@ Redis keys (all ``raptor_alert:<group>:...``): ``leader`` (string), ``procs`` an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -93,23 +94,36 @@ class Alerter:
         self._deliverer = Deliverer(config.targets, send)
         self._queued: set[str] = set()  # outbox entries handed to the deliverer
         self._last_fleet = 0.0
+        self._last_claim = 0.0
+        self._outbox_after = "-"  # outbox entries already handed to the deliverer end here
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        self.ensure_group()
+        group_made = False
         while not stop.is_set():
             try:
+                if not group_made:
+                    self.ensure_group()
+                    group_made = True
                 if not self.step():
                     stop.wait(min(self.lease / 3, 1.0))
-            except redis.exceptions.ConnectionError as exc:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("Redis unreachable (%s); retrying", type(exc).__name__)
                 self._step_down()
                 stop.wait(1.0)
-            except redis.exceptions.ResponseError as exc:  # NOPERM: the README gives the ACL
-                log.error("Redis refused a command (%s); retrying in 30 s", exc)
+            except redis.exceptions.ResponseError as exc:
                 self._step_down()
+                if "NOGROUP" in str(exc):  # Redis came back empty, or the stream was deleted
+                    log.warning("the consumer group is gone; making it again at the stream's end")
+                    group_made = False
+                    continue
+                log.error("Redis refused a command (%s); retrying in 30 s", exc)  # NOPERM: see the README's ACL
                 stop.wait(30.0)
+            except redis.exceptions.RedisError as exc:
+                log.error("Redis error %s; retrying in 5 s", type(exc).__name__)
+                self._step_down()
+                stop.wait(5.0)
 
     def ensure_group(self) -> None:
         """The consumer group, made at the stream's end the first time (only what happens
@@ -128,9 +142,16 @@ class Alerter:
             self._step_down()
             return False
         entries: List[Tuple[str, Any]] = []
+        now = self.clock()
         if held == 2 or not self.leading:
             self._take_over()
-            entries += self._claim()
+            entries += self._claim(0)
+            self._last_claim = now
+        elif now - self._last_claim >= self.lease:
+            # Entries a paused ex-leader read after this alerter took over: nobody else
+            # would ever acknowledge them.
+            entries += self._claim(int(self.lease * 2000))
+            self._last_claim = now
         if not entries:
             entries += self._read()
         now = self.clock()
@@ -158,6 +179,7 @@ class Alerter:
             self._notices.loads(notices.decode() if isinstance(notices, bytes) else notices)
         self._deliverer.clear()
         self._queued.clear()
+        self._outbox_after = "-"
         self.leading = True
         log.info("%s leads the alerters of group %s (%d incidents open)", self.consumer, self.group, len(incidents))
 
@@ -167,18 +189,21 @@ class Alerter:
         self.leading = False
         self._deliverer.clear()
         self._queued.clear()
+        self._outbox_after = "-"
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _claim(self) -> List[Tuple[str, Any]]:
-        """What another leader read and did not acknowledge (it died mid-batch)."""
+    def _claim(self, min_idle_ms: int) -> List[Tuple[str, Any]]:
+        """What another alerter read and did not acknowledge (it died, or paused, mid-batch)."""
         claimed: List[Tuple[str, Any]] = []
         cursor = "0-0"
         while True:
-            reply: Any = self.client.xautoclaim(self.stream, self.group, self.consumer, 0, cursor, count=BATCH)
+            reply: Any = self.client.xautoclaim(
+                self.stream, self.group, self.consumer, min_idle_ms, cursor, count=BATCH
+            )
             cursor, entries = _text(reply[0]), reply[1]
-            claimed += [(_text(entry_id), fields) for entry_id, fields in entries]
-            if cursor == "0-0" or not entries:
+            claimed += [(_text(entry_id), fields) for entry_id, fields in entries if entry_id is not None]
+            if cursor == "0-0":
                 return claimed
 
     def _read(self) -> List[Tuple[str, Any]]:
@@ -200,8 +225,14 @@ class Alerter:
                 transition = Transition.from_message(entry_id, message, id_time(entry_id))
             except UNREADABLE:
                 continue
+            # The entry's time (Redis' clock, in ms), not the host's own whole-second `now`.
+            transition = dataclasses.replace(transition, at=id_time(entry_id))
             app = message.get("app_name") or None
-            changes += self._engine.transition(str(message["host"]), app, transition)
+            changes += self._engine.transition(str(message["host"]), app, transition, seen=now)
+        if len(entries) >= BATCH:
+            # A backlog (a takeover, a restart): time stands at the last entry read until
+            # it is caught up, so nothing is judged as lasting that did not.
+            return changes + self._engine.tick(id_time(entries[-1][0]), seen=now)
         if now - self._last_fleet >= self.fleet_every:
             self._last_fleet = now
             report = status_report(self.client)
@@ -240,15 +271,21 @@ class Alerter:
 
     def _deliver(self, now: float) -> None:
         outbox = key(self.group, "outbox")
-        queued: Any = self.client.xrange(outbox, count=BATCH)
+        start = "(" + self._outbox_after if self._outbox_after != "-" else "-"
+        queued: Any = self.client.xrange(outbox, start, "+", count=BATCH)
         for entry_id, fields in queued or []:
-            ident = _text(entry_id)
-            if ident in self._queued:
-                continue
+            ident = self._outbox_after = _text(entry_id)
             values = {_text(k): _text(v) for k, v in fields.items()}
+            if values.get("target") not in self.config.targets:
+                # Queued under a config that named another target: it cannot be sent.
+                log.error("outbox entry %s is for target %r, which the config no longer has: removed",
+                          ident, values.get("target"))  # fmt: skip
+                self.client.xdel(outbox, ident)
+                continue
             self._deliverer.submit(_notice_of(values["notice"]), now, target=values["target"], ident=ident)
             self._queued.add(ident)
-        for outcome in self._deliverer.run_due(now):
+        # Sending stops after a third of the lease, so that the lease is renewed in time.
+        for outcome in self._deliverer.run_due(now, budget=self.lease / 3):
             if outcome.delivered:
                 self.client.xdel(outbox, outcome.ident)
                 self._queued.discard(outcome.ident)

@@ -129,6 +129,7 @@ class Engine:
             return self._open(rule, host, t.process, t.at, line)
         if key in self.open:
             self.open[key].add(line)
+            self._dirty_incidents.add(key)
         return []
 
     # -- host rules -------------------------------------------------------------------------
@@ -222,6 +223,7 @@ class Engine:
             every = by_name[incident.rule].remind_every if incident.rule in by_name else 0
             if every and self._seen - incident.last_notified >= every:
                 incident.last_notified = self._seen
+                self._dirty_incidents.add(incident.key)
                 changes.append(Change("reminded", incident, self._seen))
         self._forget(now)
         return changes
@@ -244,6 +246,7 @@ class Engine:
         incident = self.open.get(key)
         if incident is not None:
             incident.add(line)
+            self._dirty_incidents.add(key)
             return []
         incident = Incident(rule.name, rule.kind, host, program, at, [line], last_notified=self._seen or at)
         self.open[key] = incident
@@ -264,15 +267,12 @@ class Engine:
         """What changed since the last call, as (procs, incidents): field -> JSON, or None
         for a record to delete. A process is kept only while something about it matters
         (starts in a crash-loop window, a state that should not last, an open incident)."""
-        for incident in self.open.values():  # evidence and reminders change in place
-            self._dirty_incidents.add(incident.key)
         procs: Dict[str, Optional[str]] = {}
+        watched = {(k[1], k[2]) for k in self.open} if self._dirty_procs else set()
         for host, process in self._dirty_procs:
             proc = self._procs.get((host, process))
             field_name = json.dumps([host, process])
-            matters = proc is not None and (
-                proc.starts or proc.state in SHOULD_RUN or any(k[1:] == (host, process) for k in self.open)
-            )
+            matters = proc is not None and (proc.starts or proc.state in SHOULD_RUN or (host, process) in watched)
             record = [proc.state, proc.since, list(proc.starts), proc.app] if matters and proc else None
             procs[field_name] = json.dumps(record) if record else None
         incidents: Dict[str, Optional[str]] = {}

@@ -3,6 +3,7 @@ incident per (rule, host, program), opened once, reminded, resolved once."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from raptor.alert.config import Match, Rule
@@ -190,3 +191,19 @@ def test_quiet_processes_are_forgotten_and_a_backlog_does_not_remind_at_once() -
     assert summary(opened) == [("opened", "fatal", "web1", "api")]
     assert engine.tick(5001, seen=5001) == []
     assert summary(engine.tick(5000 + HOUR, seen=5000 + HOUR)) == [("reminded", "fatal", "web1", "api")]
+
+
+def test_discarded_counts_carry_over_a_takeover() -> None:
+    def host(count: int) -> Dict[str, Any]:
+        return fleet({"host": "web1", "listener": {"discarded_by_supervisord": count}})
+
+    first = Engine([rule("discarded")])
+    first.hosts(host(7), 0)
+    assert first.changed_counters() is not None and first.changed_counters() is None  # saved once
+    first.hosts(host(7), 15)
+    assert first.changed_counters() is None  # nothing new: not written again
+    saved = json.dumps({"web1": [7, 0.0]})
+    second = Engine([rule("discarded")])
+    second.load({}, {}, saved)
+    assert second.hosts(host(7), 30) == []  # the same 7: not new growth
+    assert summary(second.hosts(host(9), 45)) == [("opened", "discarded", "web1", "")]

@@ -82,6 +82,7 @@ class Engine:
         self.open: Dict[Key, Incident] = {}
         self._procs: Dict[Tuple[str, str], _Process] = {}
         self._discarded: Dict[str, Tuple[int, float]] = {}  # host -> (count, when it last grew)
+        self._discarded_changed = False
         # What changed since the last save (:meth:`changed_records`): saved piecemeal, a
         # fleet's 50,000 quiet processes are not rewritten at every batch.
         self._dirty_procs: Set[Tuple[str, str]] = set()
@@ -176,15 +177,20 @@ class Engine:
             before, grew = self._discarded.get(name, (count, now))
             key = (rule.name, name, "")
             if count > before:
-                self._discarded[name] = (count, now)
+                self._count(name, (count, now))
                 line = f"supervisord discarded {count - before} events ({count} since the listener started)"
                 changes += self._open(rule, name, "", now, line)
             elif count < before or now - grew >= quiet:
-                self._discarded[name] = (count, grew if count >= before else now)
+                self._count(name, (count, grew if count >= before else now))
                 changes += self._resolve(key, now, "no events discarded since")
             else:
-                self._discarded[name] = (count, grew)
+                self._count(name, (count, grew))
         return changes
+
+    def _count(self, host: str, value: Tuple[int, float]) -> None:
+        if self._discarded.get(host) != value:
+            self._discarded[host] = value
+            self._discarded_changed = True
 
     def _resolve_gone(self, rule: Rule, names: Iterable[str], now: float) -> List[Change]:
         present = set(names)
@@ -283,8 +289,19 @@ class Engine:
         self._dirty_incidents.clear()
         return procs, incidents
 
-    def load(self, procs: Mapping[str, str], incidents: Mapping[str, str]) -> None:
-        """The state :meth:`changed_records` saved (another alerter's, at a takeover)."""
+    def changed_counters(self) -> Optional[str]:
+        """The listeners' discarded-event counts as last seen (JSON), when they changed
+        since the last call: a takeover must not take old growth for new, or miss it."""
+        if not self._discarded_changed:
+            return None
+        self._discarded_changed = False
+        return json.dumps(self._discarded)
+
+    def load(self, procs: Mapping[str, str], incidents: Mapping[str, str], counters: Optional[str] = None) -> None:
+        """The state :meth:`changed_records` and :meth:`changed_counters` saved (another
+        alerter's, at a takeover)."""
+        self._discarded = {host: (int(c), float(g)) for host, (c, g) in json.loads(counters or "{}").items()}
+        self._discarded_changed = False
         self._procs.clear()
         self.open.clear()
         for field_name, value in procs.items():

@@ -17,7 +17,7 @@ stopped.
   one case of a notice twice.
 
 Redis keys (all ``raptor_alert:<group>:...``): ``leader`` (string), ``procs`` and
-``incidents`` (hashes of JSON), ``notices`` (string), ``outbox`` (stream).
+``incidents`` (hashes of JSON), ``notices`` and ``counters`` (strings), ``outbox`` (stream).
 """
 
 from __future__ import annotations
@@ -171,9 +171,10 @@ class Alerter:
         pipe.hgetall(key(self.group, "procs"))
         pipe.hgetall(key(self.group, "incidents"))
         pipe.get(key(self.group, "notices"))
-        procs, incidents, notices = pipe.execute()
+        pipe.get(key(self.group, "counters"))
+        procs, incidents, notices, counters = pipe.execute()
         self._engine = Engine(self.config.rules)
-        self._engine.load(_texts(procs), _texts(incidents))
+        self._engine.load(_texts(procs), _texts(incidents), _text(counters) if counters else None)
         self._notices = Notices(self.config)
         if notices:
             self._notices.loads(notices.decode() if isinstance(notices, bytes) else notices)
@@ -246,6 +247,7 @@ class Alerter:
         """Acknowledge *entry_ids*, save the state and queue *notices*, in one transaction
         that runs only while the lease is still ours."""
         procs, incidents = self._engine.changed_records()
+        counters = self._engine.changed_counters()
         leader = key(self.group, "leader")
         with self.client.pipeline(transaction=True) as pipe:
             try:
@@ -257,6 +259,8 @@ class Alerter:
                 _write_hash(pipe, key(self.group, "procs"), procs)
                 _write_hash(pipe, key(self.group, "incidents"), incidents)
                 pipe.set(key(self.group, "notices"), self._notices.dumps())
+                if counters is not None:
+                    pipe.set(key(self.group, "counters"), counters)
                 if entry_ids:
                     pipe.xack(self.stream, self.group, *entry_ids)
                 for notice in notices:

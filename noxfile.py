@@ -45,9 +45,10 @@ def tests(session: nox.Session) -> None:
     if not FOUND:
         session.skip(NONE_FOUND)
     session.install(".[test]")
-    # The fleet-scale proofs (10 supervisords x 200 programs) and the browser's tests do
-    # not depend on the listener's interpreter: `make pytest` runs them once.
-    session.run("pytest", "-q", "-m", "not fleet_scale and not browser", *session.posargs)
+    # The fleet-scale proofs (10 supervisords x 200 programs), the browser's tests and the
+    # alerter's minutes with real receivers do not depend on the listener's interpreter:
+    # `make pytest` runs them once.
+    session.run("pytest", "-q", "-m", "not fleet_scale and not browser and not alerter", *session.posargs)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -59,4 +60,4 @@ def oldest_redis(session: nox.Session) -> None:
     """The floor of the dependency range: redis-py 5.0 on the oldest Python found
     (on this one when it is the only one)."""
     session.install(".[test]", "redis==5.0.*")
-    session.run("pytest", "-q", "-m", "not fleet_scale and not browser", *session.posargs)
+    session.run("pytest", "-q", "-m", "not fleet_scale and not browser and not alerter", *session.posargs)

@@ -20,7 +20,8 @@ from raptor.alert.service import Alerter, key
 from raptor.consumer.follow import make_client
 from raptor.consumer.stream import parse_id
 
-pytestmark = pytest.mark.integration
+# Minutes of real processes: run once by make pytest, not again per interpreter (noxfile).
+pytestmark = [pytest.mark.integration, pytest.mark.alerter]
 
 
 def config_text(port: int, **more: str) -> str:

@@ -12,11 +12,12 @@ nothing here talks to Redis or a notification service.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -284,18 +285,24 @@ def _duration(
     return seconds
 
 
+@contextlib.contextmanager
+def apprise_silenced() -> Iterator[None]:
+    """Apprise's logger off for the block: its messages quote the URLs it is given,
+    passwords and tokens included. (The alerter hands Apprise a URL on one thread.)"""
+    logger = logging.getLogger("apprise")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
 def apprise_problem(url: str) -> Optional[str]:
     """Why Apprise cannot use *url*, without the URL (it holds secrets), or None."""
     import apprise  # noqa: PLC0415 (the alert extra; imported when a config is read)
 
-    # Apprise logs a URL it cannot load, secrets and all: its logger is off meanwhile
-    # (read once at start, on one thread), and its words are not repeated.
-    logger = logging.getLogger("apprise")
-    disabled, logger.disabled = logger.disabled, True
-    try:
+    with apprise_silenced():  # and its words are not repeated here either
         accepted = apprise.Apprise().add(url)
-    finally:
-        logger.disabled = disabled
     if accepted:
         return None
     scheme = url.split("://", 1)[0][:20] if "://" in url else ""

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional, Tuple
 
-from .config import Target
+from .config import Target, apprise_silenced
 from .notices import Notice
 
 log = logging.getLogger("raptor.alert")
@@ -107,19 +107,14 @@ class Deliverer:
 
 
 def apprise_send(target: Target, title: str, body: str) -> bool:
-    """One notice to one target through Apprise. Apprise's own logging is off meanwhile:
-    its messages can quote the target's URL, secrets and all."""
+    """One notice to one target through Apprise, its logger silenced (it quotes URLs)."""
     import apprise  # noqa: PLC0415 (the alert extra)
 
     notifier = apprise.Apprise()
-    logger = logging.getLogger("apprise")
-    disabled, logger.disabled = logger.disabled, True
-    try:
+    with apprise_silenced():
         if not notifier.add(target.url):
             return False
         return bool(notifier.notify(title=title, body=body))
-    finally:
-        logger.disabled = disabled
 
 
 __all__: Tuple[str, ...] = ("Deliverer", "Outcome", "apprise_send")

@@ -35,6 +35,7 @@ from .. import keys
 from ..consumer.cli import status_report
 from ..consumer.history import Transition
 from ..consumer.stream import UNREADABLE, EntryDecoder, id_time
+from ..consumer.text import as_text
 from .config import AlertConfig
 from .deliver import Deliverer, Send, apprise_send
 from .incidents import Change, Engine
@@ -174,7 +175,7 @@ class Alerter:
         pipe.get(key(self.group, "counters"))
         procs, incidents, notices, counters = pipe.execute()
         self._engine = Engine(self.config.rules)
-        self._engine.load(_texts(procs), _texts(incidents), _text(counters) if counters else None)
+        self._engine.load(_texts(procs), _texts(incidents), as_text(counters) if counters else None)
         self._notices = Notices(self.config)
         if notices:
             self._notices.loads(notices.decode() if isinstance(notices, bytes) else notices)
@@ -202,8 +203,8 @@ class Alerter:
             reply: Any = self.client.xautoclaim(
                 self.stream, self.group, self.consumer, min_idle_ms, cursor, count=BATCH
             )
-            cursor, entries = _text(reply[0]), reply[1]
-            claimed += [(_text(entry_id), fields) for entry_id, fields in entries if entry_id is not None]
+            cursor, entries = as_text(reply[0]), reply[1]
+            claimed += [(as_text(entry_id), fields) for entry_id, fields in entries if entry_id is not None]
             if cursor == "0-0":
                 return claimed
 
@@ -212,7 +213,7 @@ class Alerter:
         reply: Any = self.client.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=int(self.block * 1000)
         )
-        return [(_text(entry_id), fields) for _, entries in reply or [] for entry_id, fields in entries]
+        return [(as_text(entry_id), fields) for _, entries in reply or [] for entry_id, fields in entries]
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -222,7 +223,7 @@ class Alerter:
             if not fields:
                 continue  # trimmed away after it was read
             try:
-                message = self._decode({_text(k): _text(v) for k, v in fields.items()})
+                message = self._decode({as_text(k): as_text(v) for k, v in fields.items()})
                 transition = Transition.from_message(entry_id, message, id_time(entry_id))
             except UNREADABLE:
                 continue
@@ -253,7 +254,7 @@ class Alerter:
             try:
                 pipe.watch(leader)  # type: ignore[no-untyped-call,unused-ignore]
                 owner = pipe.get(leader)
-                if _text(owner) != self.consumer:
+                if as_text(owner) != self.consumer:
                     return False
                 pipe.multi()
                 _write_hash(pipe, key(self.group, "procs"), procs)
@@ -278,8 +279,8 @@ class Alerter:
         start = "(" + self._outbox_after if self._outbox_after != "-" else "-"
         queued: Any = self.client.xrange(outbox, start, "+", count=BATCH)
         for entry_id, fields in queued or []:
-            ident = self._outbox_after = _text(entry_id)
-            values = {_text(k): _text(v) for k, v in fields.items()}
+            ident = self._outbox_after = as_text(entry_id)
+            values = {as_text(k): as_text(v) for k, v in fields.items()}
             if values.get("target") not in self.config.targets:
                 # Queued under a config that named another target: it cannot be sent.
                 log.error("outbox entry %s is for target %r, which the config no longer has: removed",
@@ -296,12 +297,8 @@ class Alerter:
                 log.info("delivered %r to %s", outcome.notice.title, outcome.target)
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _texts(mapping: Dict[Any, Any]) -> Dict[str, str]:
-    return {_text(k): _text(v) for k, v in mapping.items()}
+    return {as_text(k): as_text(v) for k, v in mapping.items()}
 
 
 def _write_hash(pipe: Any, name: str, records: Dict[str, Optional[str]]) -> None:

@@ -28,6 +28,7 @@ from .. import keys
 from ..keys import DEFAULT_SNAPSHOT_TTL
 from ..messages import identity
 from .seq import Seen, SeqTracker
+from .text import as_text
 
 TICK_PERIOD = 60.0
 STALE_AFTER = 2 * TICK_PERIOD
@@ -128,10 +129,6 @@ SAME_SUPERVISORD = "supervisord_id"
 SAME_PIDS = "pids"  # the guess for hosts that publish no supervisord_id
 
 
-def _decode(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _float(value: Optional[str]) -> Optional[float]:
     try:
         return float(value) if value is not None else None
@@ -196,7 +193,7 @@ class Fleet:
         names = set()
         for prefix in (keys.SNAPSHOT_PREFIX, keys.META_PREFIX):
             for key in client.scan_iter(match=f"{prefix}*", count=1000):
-                names.add(keys.host_of(_decode(key)))
+                names.add(keys.host_of(as_text(key)))
         return sorted(names)
 
     def load(self, client: redis.Redis, hosts: Optional[Iterable[str]] = None) -> None:
@@ -225,8 +222,8 @@ class Fleet:
                 continue
             if isinstance(raw, dict):
                 proc = proc_from_snapshot(name, raw)
-                host.procs[_decode(field_name)] = proc
-        meta = {_decode(k): _decode(v) for k, v in meta_raw.items()}
+                host.procs[as_text(field_name)] = proc
+        meta = {as_text(k): as_text(v) for k, v in meta_raw.items()}
         seq = int(meta[keys.META_SEQ]) if meta.get(keys.META_SEQ, "").isdigit() else 0
         host.tracker = SeqTracker(meta.get(keys.META_RUN_ID), seq)
         host.refreshed = _float(meta.get(keys.META_REFRESHED))

@@ -36,6 +36,7 @@ from .. import keys
 from .fleet import Apply, Fleet, Host, Proc
 from .seq import Seen
 from .stream import FIELDS, UNREADABLE, Entry, EntryDecoder, Gap, StreamReader, stop_test, wait_unless_stopped
+from .text import as_text
 
 log = logging.getLogger("raptor.follow")
 RELOAD_EVERY = 30.0  # seconds: picks up hosts that publish nothing, and refresh ages
@@ -92,10 +93,6 @@ def make_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url, socket_connect_timeout=3.0, socket_keepalive=True, health_check_interval=0, **_DRIVER_INFO
     )
-
-
-def _text(data: Any) -> str:
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
 
 class Subscriber:
@@ -205,7 +202,7 @@ class Subscriber:
             if raw is None:
                 on_idle()
             elif raw["type"] == "message":
-                text = _text(raw["data"])
+                text = as_text(raw["data"])
                 message = parse_message(text)
                 if message is None:
                     self.non_json += 1

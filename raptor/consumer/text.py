@@ -23,6 +23,11 @@ def _escape(match: re.Match[str]) -> str:
     return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
 
 
+def as_text(value: Any) -> str:
+    """A Redis reply's bytes as text (undecodable bytes replaced), anything else as str()."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def printable(value: Any) -> str:
     """*value* as text, its non-printable characters escaped."""
     text = value if isinstance(value, str) else str(value)

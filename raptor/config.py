@@ -125,6 +125,10 @@ def _check_options(url: str, parts: SplitResult, variable: str) -> None:
     unknown = sorted(set(pool.connection_kwargs) - _accepted_options(pool.connection_class))
     if unknown:
         raise rejected(", ".join(f"unknown option {name!r}" for name in unknown))
+    if str(pool.connection_kwargs.get("protocol", 2)) != "2":
+        # RESP3 changes the shape of stream and XINFO replies, which raptor reads as RESP2's.
+        raise ConfigError(variable, f"asks for protocol={pool.connection_kwargs['protocol']}: raptor speaks RESP2; "
+                          f"drop the option ({redact_url(url)})")  # fmt: skip
     try:
         pool.make_connection()
     except (ValueError, TypeError, RedisError) as exc:

@@ -53,6 +53,7 @@ def test_accepted_urls(url: str) -> None:
         ({"REDIS_URL": "redis://h/0?socket_timeout=soon"}, "REDIS_URL", "socket_timeout"),
         ({"REDIS_URL": "rediss://h/0?ssl_ca_cert=/x"}, "REDIS_URL", "unknown option 'ssl_ca_cert'"),
         ({"REDIS_URL": "rediss://h/0?ssl_ca_certs=/nonexistent.pem"}, "REDIS_URL", "not a readable file"),
+        ({"REDIS_URL": "redis://:pw@h/0?protocol=3"}, "REDIS_URL", "protocol=3: raptor speaks RESP2"),
         ({"HOSTNAME": "two words"}, "HOSTNAME", "white space"),
         ({"RAPTOR_SNAPSHOT_TTL": "60"}, "RAPTOR_SNAPSHOT_TTL", "at least 120"),
         ({"RAPTOR_SNAPSHOT_TTL": "ten"}, "RAPTOR_SNAPSHOT_TTL", "whole number"),

@@ -4,12 +4,13 @@ receiver on loopback through Apprise."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -41,9 +42,11 @@ group_window: 1s
 class Running:
     """An alerter in a thread of this process, stopped at the end."""
 
-    def __init__(self, url: str, text: str, consumer: str) -> None:
+    def __init__(self, url: str, text: str, consumer: str, fleet_every: float = 15.0) -> None:
         self.stop = threading.Event()
-        self.alerter = Alerter(make_client(url), parse(text), consumer=consumer, lease=3.0, block=0.2)
+        config = parse(text)
+        client = make_client(url)
+        self.alerter = Alerter(client, config, consumer=consumer, lease=3.0, block=0.2, fleet_every=fleet_every)
         self.alerter.ensure_group()
         self.thread = threading.Thread(target=self.alerter.run, args=(self.stop,), daemon=True)
         self.thread.start()
@@ -266,5 +269,170 @@ def test_the_alerter_works_as_the_readmes_redis_user(
         wait_for(receiver.titles, 30, "the notice, the alerter connected as raptor_alert")
         assert receiver.titles() == ["[raptor] fatal: h1 crasher"]
         assert alerter.thread.is_alive()
+    finally:
+        alerter.close()
+
+
+def entered(client: Any, host: str = "h1") -> Dict[str, List[str]]:
+    """Per process of *host*, the states the fleet stream says it entered, in order."""
+    found: Dict[str, List[str]] = {}
+    for _, fields in client.xrange("proc_history"):
+        if fields.get(b"host") == host.encode() and fields.get(b"statename"):
+            found.setdefault(fields[b"name"].decode(), []).append(fields[b"statename"].decode())
+    return found
+
+
+def last_entry(client: Any) -> str:
+    return str(client.xrevrange("proc_history", count=1)[0][0].decode())
+
+
+def test_a_crash_loop_is_one_notice_not_one_per_start(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    """Two loops: one that reaches RUNNING each time and exits 1.2 s after its start,
+    one that dies at once and goes through BACKOFF (STARTING and BACKOFF both count).
+    Each goes on well past its third start: still one notice each."""
+    text = f"""
+notify: {{hook: "json://127.0.0.1:{receiver.port}/hook"}}
+group_window: 1s
+remind_every: 0
+rules:
+  - {{kind: crash_loop, starts: 3, within: 1m, programs: looper}}
+  - {{name: backoff_loop, kind: crash_loop, starts: 3, within: 1m, programs: backoffer}}
+"""
+    commands = {"looper": "sh -c 'sleep 1.2; exit 3'", "backoffer": "sh -c 'exit 3'"}
+    program = ProgramSpec(commands=commands, options={"startretries": "100"})
+    alerter = Running(redis_server.url, text, "a1")
+    client = redis_server.client()
+    try:
+        start_supervisord(["looper", "backoffer"], redis_server.url, hostname="h1", program=program)
+
+        def looping() -> bool:
+            seen = entered(client)
+            looper, backoffer = seen.get("looper", []), seen.get("backoffer", [])
+            return looper.count("STARTING") >= 5 and backoffer.count("STARTING") >= 3
+
+        wait_for(looping, 40, "looper to start 5 times and backoffer 3 times")
+        # Left looping: an open incident takes the next starts as evidence, never as news.
+        after = last_entry(client)
+        wait_for(lambda: settled_alerter(client, after), 20, "the alerter to judge and tell everything")
+        seen = entered(client)
+        assert seen["looper"].count("RUNNING") >= 4 and seen["looper"].count("EXITED") >= 4  # it lived a little
+        assert "RUNNING" not in seen["backoffer"] and seen["backoffer"].count("BACKOFF") >= 2
+        assert sorted(receiver.titles()) == ["[raptor] backoff_loop: h1 backoffer", "[raptor] crash_loop: h1 looper"]
+        bodies = {b["title"]: b["message"] for b in receiver.bodies}
+        assert "looper: EXITED -> STARTING (3 starts)" in bodies["[raptor] crash_loop: h1 looper"]
+        assert "backoffer: BACKOFF -> STARTING (3 starts)" in bodies["[raptor] backoff_loop: h1 backoffer"]
+    finally:
+        alerter.close()
+
+
+def test_a_restart_all_of_200_programs_is_no_notice_and_the_host_going_away_is_one(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    """`supervisorctl restart all` stops each program on purpose (STOPPING, STOPPED: no
+    exit, no crash) and starts it once more (2 starts: no loop), and each is RUNNING
+    again well within not_running's 10 s: no notice at all. Then the host vanishes,
+    supervisord and all its processes killed at once, nothing said: its programs were
+    last seen RUNNING, so no rule on them can fire; the host's snapshot ages, and the
+    whole host is one stale notice, not 200."""
+    text = f"""
+notify: {{hook: "json://127.0.0.1:{receiver.port}/hook"}}
+group_window: 1s
+remind_every: 0
+rules:
+  - kind: fatal
+  - kind: unexpected_exit
+  - {{kind: crash_loop, starts: 3, within: 10m}}
+  - {{kind: not_running, after: 10s}}
+  - {{kind: stale, after: 12s}}
+"""
+    programs = [f"p{n:03d}" for n in range(200)]
+    alerter = Running(redis_server.url, text, "a1", fleet_every=1.0)
+    client = redis_server.client()
+    try:
+        # TICK_5: the snapshot refreshed every 5 s, so that 12 s without is a host gone;
+        # buffer_size as the role sizes it (6 per program, rounded up to 1024).
+        listener = ListenerSpec(events="PROCESS_STATE,PROCESS_GROUP,TICK_5", buffer_size=2048)
+        sup = start_supervisord(programs, redis_server.url, hostname="h1", listener=listener)
+
+        def all_running(times: int) -> bool:
+            seen = entered(client)
+            return all(seen.get(p, [])[-1:] == ["RUNNING"] and seen[p].count("RUNNING") == times for p in programs)
+
+        wait_for(lambda: all_running(1), 60, "the 200 programs RUNNING in the fleet stream", interval=0.5)
+        result = sup.ctl("restart", "all")
+        assert result.returncode == 0, result.stderr[-2000:]
+        wait_for(lambda: all_running(2), 60, "the 200 programs RUNNING again in the fleet stream", interval=0.5)
+        after = last_entry(client)
+        wait_for(lambda: settled_alerter(client, after), 30, "the alerter to judge the restart")
+        seen = entered(client)
+        for name in programs:  # stopped on purpose, started once more: never EXITED, BACKOFF or FATAL
+            assert "STOPPED" in seen[name] and seen[name].count("STARTING") == 2, seen[name]
+            assert not {"EXITED", "BACKOFF", "FATAL"} & set(seen[name]), seen[name]
+        assert receiver.titles() == []
+
+        # The host goes away: supervisord frozen, every process of it killed (zombies
+        # of the frozen supervisord until it dies: their pids cannot be reused), then it.
+        assert sup.process is not None
+        pids = [int(info["pid"]) for info in sup.truth().values() if info["pid"]]
+        assert len(pids) == 201  # the programs and the listener
+        os.kill(sup.process.pid, signal.SIGSTOP)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        sup.process.kill()
+        sup.process.wait(10)
+        gone = last_entry(client)
+        wait_for(receiver.titles, 40, "a notice of the host gone")
+        wait_for(lambda: settled_alerter(client, gone), 20, "the alerter to tell everything")
+        assert receiver.titles() == ["[raptor] stale: h1"]
+        message = receiver.bodies[0]["message"]
+        assert "host: h1" in message and "program:" not in message  # the host's notice, none of a program
+        assert "snapshot not refreshed for" in message
+    finally:
+        alerter.close()
+
+
+def test_the_rate_limit_sends_max_notices_then_one_summary_counting_the_rest(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    """30 programs go FATAL within a second or two, each watched by a rule of its own
+    (a rule's changes within group_window are one notice: one rule each keeps 30 notices
+    apart, whatever the timing), 4 notices per 6 s allowed: 4 notices, then, 6 s
+    after the first, one summary of the 26 held back, each of them named in it."""
+    programs = [f"p{n:02d}" for n in range(30)]
+    rules = "".join(f"  - {{name: fatal-{p}, kind: fatal, programs: 'crashers:{p}'}}\n" for p in programs)
+    text = f"""
+notify: {{hook: "json://127.0.0.1:{receiver.port}/hook"}}
+group_window: 0s
+remind_every: 0
+rate_limit: {{max: 4, per: 6s}}
+rules:
+{rules}"""
+    alerter = Running(redis_server.url, text, "a1")
+    client = redis_server.client()
+    try:
+        # One group: supervisord's shutdown takes a second per group of stopped processes.
+        spec = ProgramSpec(command="sh -c 'exit 3'", options={"startretries": "0"}, group="crashers")
+        sup = start_supervisord(programs, redis_server.url, hostname="h1", program=spec)
+        wait_for(lambda: all(sup.truth()[p]["statename"] == "FATAL" for p in programs), 30, "the 30 programs FATAL")
+        wait_for(lambda: all(entered(client).get(p, [])[-1:] == ["FATAL"] for p in programs), 20, "30 FATALs read")
+        after = last_entry(client)
+        wait_for(lambda: len(receiver.titles()) >= 5, 30, "4 notices and the summary")
+        wait_for(lambda: settled_alerter(client, after), 20, "the alerter to tell everything")
+        titles = receiver.titles()
+        assert len(titles) == 5, titles
+        told = [title.rsplit(":", 1)[1] for title in titles[:4]]
+        assert titles[:4] == [f"[raptor] fatal-{p}: h1 crashers:{p}" for p in told]
+        assert titles[4] == "[raptor] 26 more suppressed"
+        lines = receiver.bodies[4]["message"].splitlines()
+        assert lines[0] == "26 more changes were held back by the rate limit (4 notices per 6 s):"
+        held = [line.removeprefix("1 opened (fatal-").removesuffix(")") for line in lines[1:]]
+        assert sorted(told + held) == programs  # each once: none lost, none twice
+        first, fourth, summary = receiver.arrivals[0], receiver.arrivals[3], receiver.arrivals[4]
+        assert fourth - first < 6  # the 4 within one window
+        assert summary - first > 5  # the summary once it has passed (less the first send's own time)
+        state = json.loads(client.get(key("raptor-alert", "notices")))
+        assert state["held"] == [] and state["held_keys"] == []
     finally:
         alerter.close()

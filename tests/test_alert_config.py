@@ -3,13 +3,16 @@ notification URL (they hold secrets) in any message or log. Apprise itself check
 
 from __future__ import annotations
 
+import io
 import logging
 import textwrap
+from pathlib import Path
 from typing import List
 
 import pytest
 
 from raptor.alert.config import KINDS, AlertConfig, ConfigErrors, Match, parse
+from raptor.consumer.cli import main
 
 SECRET = "s3cr3t-pa55word"
 GOOD = f"""
@@ -148,3 +151,25 @@ def test_host_rules_take_no_program_filter_and_a_url_in_the_wrong_place_is_not_r
         "rules[0].apps: a stale rule is about hosts; filter it by hosts: only",
         "rules[1].notify: a value that is not a target name is not a target under notify:",
     ]
+
+
+def test_check_reads_the_file_without_redis_and_names_each_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``raptor alert --check``: what the role's validate: runs before it installs a file."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    good, bad = tmp_path / "good.yml", tmp_path / "bad.yml"
+    good.write_text(GOOD)
+    bad.write_text(GOOD.replace("kind: stale", "kind: stail").replace("remind_every: 2h", "remind_every: soon"))
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["alert", "--check", "--config", str(good)], out, err) == 0
+    assert out.getvalue() == f"{good}: good: 4 rules, 2 targets\n" and err.getvalue() == ""
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["alert", "--check", "--config", str(bad)], out, err) == 2
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"raptor alert: {bad}: ") for line in lines)
+    assert "remind_every" in lines[0] and "rules[3].kind" in lines[1]
+    assert SECRET not in out.getvalue() + err.getvalue()
+    err = io.StringIO()
+    assert main(["alert", "--check", "--config", str(tmp_path / "none.yml")], io.StringIO(), err) == 2
+    assert "none.yml: cannot read it" in err.getvalue()

@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a leader that stopped answering keeps the lead before another alerter takes over (default: 10)",
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config file and exit: 0 if good, 2 with one line per problem (no Redis needed)",
+    )
 
 
 def read_config(path: Path) -> Tuple[Optional[AlertConfig], List[str]]:
@@ -49,6 +54,22 @@ def read_config(path: Path) -> Tuple[Optional[AlertConfig], List[str]]:
         return parse(text), []
     except ConfigErrors as exc:
         return None, [f"{path}: {problem}" for problem in exc.problems]
+
+
+def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``--check``: what a deployment runs before it installs a new file (the role's
+    ``validate:``), so a bad file fails the rollout and the running alerter keeps the old one."""
+    try:
+        config, problems = read_config(args.config)
+    except ImportError as exc:
+        err.write(f"raptor alert needs its extra ({exc.name} is missing): pip install 'raptor[alert]'\n")
+        return 2
+    if config is None:
+        for problem in problems:
+            err.write(f"raptor alert: {problem}\n")
+        return 2
+    out.write(f"{args.config}: good: {len(config.rules)} rules, {len(config.targets)} targets\n")
+    return 0
 
 
 def serve(

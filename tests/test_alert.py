@@ -20,6 +20,7 @@ from raptor.alert.config import parse
 from raptor.alert.service import Alerter, key
 from raptor.consumer.follow import make_client
 from raptor.consumer.stream import parse_id
+from raptor.consumer.text import as_text
 
 # Minutes of real processes: run once by make pytest, not again per interpreter (noxfile).
 pytestmark = [pytest.mark.integration, pytest.mark.alerter]
@@ -436,3 +437,30 @@ rules:
         assert state["held"] == [] and state["held_keys"] == []
     finally:
         alerter.close()
+
+
+def test_a_stopped_leader_hands_over_at_once_and_idle_consumers_are_forgotten(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A planned stop (a new config, an upgrade) gives the lease up: the other alerter
+    leads at its next step, not a lease later. A takeover forgets the group's consumers
+    that have nothing pending and were idle for long (one per pid of the default name)."""
+    from raptor.alert import service  # noqa: PLC0415
+
+    client = redis_server.client()
+    config = parse(config_text(9))
+    first = Alerter(make_client(redis_server.url), config, consumer="a1", lease=60.0, block=0.01)
+    second = Alerter(make_client(redis_server.url), config, consumer="a2", lease=60.0, block=0.01)
+    first.ensure_group()
+    client.xgroup_createconsumer("proc_history", "raptor-alert", "gone:1234")  # an alerter long gone
+    assert first.step() and first.leading
+    assert {as_text(c["name"]) for c in client.xinfo_consumers("proc_history", "raptor-alert")} == {"gone:1234"}
+    assert not second.step()  # a1 holds a 60 s lease
+    stopped = threading.Event()
+    stopped.set()
+    first.run(stopped)
+    assert not first.leading
+    wait_for(lambda: client.get(key("raptor-alert", "leader")) is None, 1, "the lease to be given up (PEXPIRE 1 ms)")
+    monkeypatch.setattr(service, "FORGET_IDLE_MS", 0)
+    assert second.step() and second.leading
+    assert client.xinfo_consumers("proc_history", "raptor-alert") == []

@@ -36,7 +36,7 @@ from ..consumer.cli import status_report
 from ..consumer.history import Transition
 from ..consumer.stream import UNREADABLE, EntryDecoder, id_time
 from ..consumer.text import as_text
-from .config import AlertConfig
+from .config import HOST_KINDS, AlertConfig
 from .deliver import Deliverer, Send, apprise_send
 from .incidents import Change, Engine
 from .notices import Notice, Notices
@@ -55,6 +55,18 @@ if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return 0
 """
+# Give the lease up if it is still ours (a planned stop: the other alerter need not wait
+# for it to run out). PEXPIRE, not DEL: the alerter's ACL has no DEL.
+RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], 1)
+end
+return 0
+"""
+# A consumer of the group that has nothing pending and was idle this long is forgotten at
+# a takeover (XGROUP DELCONSUMER loses nothing then); otherwise every alerter ever started
+# under a name of its own (the default name holds a pid) would stay listed for good.
+FORGET_IDLE_MS = 24 * 3600 * 1000
 
 
 def key(group: str, what: str) -> str:
@@ -89,6 +101,9 @@ class Alerter:
         self.group = config.group
         self.leading = False
         self._lease = client.register_script(LEASE_SCRIPT)
+        self._release = client.register_script(RELEASE_SCRIPT)
+        # The fleet's snapshots (one read per host) only matter to the host rules.
+        self._host_rules = any(rule.kind in HOST_KINDS for rule in config.rules)
         self._decode = EntryDecoder()
         self._engine = Engine(config.rules)
         self._notices = Notices(config)
@@ -125,6 +140,12 @@ class Alerter:
                 log.error("Redis error %s; retrying in 5 s", type(exc).__name__)
                 self._step_down()
                 stop.wait(5.0)
+        if self.leading:
+            self._step_down()
+            try:
+                self._release(keys=[key(self.group, "leader")], args=[self.consumer])
+            except redis.exceptions.RedisError as exc:  # it runs out by itself
+                log.warning("could not give the lead up (%s); it passes on when the lease runs out", exc)
 
     def ensure_group(self) -> None:
         """The consumer group, made at the stream's end the first time (only what happens
@@ -183,7 +204,16 @@ class Alerter:
         self._queued.clear()
         self._outbox_after = "-"
         self.leading = True
+        self._forget_idle_consumers()
         log.info("%s leads the alerters of group %s (%d incidents open)", self.consumer, self.group, len(incidents))
+
+    def _forget_idle_consumers(self) -> None:
+        consumers: Any = self.client.xinfo_consumers(self.stream, self.group)
+        for consumer in consumers:
+            name = as_text(consumer["name"])
+            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > FORGET_IDLE_MS:
+                self.client.xgroup_delconsumer(self.stream, self.group, name)
+                log.info("forgot consumer %s of group %s (idle, nothing pending)", name, self.group)
 
     def _step_down(self) -> None:
         if self.leading:
@@ -235,7 +265,7 @@ class Alerter:
             # A backlog (a takeover, a restart): time stands at the last entry read until
             # it is caught up, so nothing is judged as lasting that did not.
             return changes + self._engine.tick(id_time(entries[-1][0]), seen=now)
-        if now - self._last_fleet >= self.fleet_every:
+        if self._host_rules and now - self._last_fleet >= self.fleet_every:
             self._last_fleet = now
             report = status_report(self.client)
             changes += self._engine.hosts(report, now)

@@ -247,8 +247,8 @@ rules:
 ALERT_ACL = (
     "~host_procs:* ~host_meta:* ~host_history:* ~proc_history ~raptor_alert:* resetchannels "
     "+hgetall +scan +ttl +exists +xrange +xinfo +multi +exec +time +ping "
-    "+xgroup|create +xreadgroup +xack +xautoclaim +evalsha +script|load +get +set +pexpire +watch +unwatch "
-    "+hset +hdel +xadd +xdel"
+    "+xgroup|create +xgroup|delconsumer +xreadgroup +xack +xautoclaim +evalsha +script|load "
+    "+get +set +pexpire +watch +unwatch +hset +hdel +xadd +xdel"
 )
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -258,11 +258,21 @@ def test_the_readme_gives_the_alerters_acl() -> None:
 
 
 def test_the_alerter_works_as_the_readmes_redis_user(
-    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+    tmp_path: Path,
+    redis_server: RedisServer,
+    start_supervisord: Supervisords,
+    receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from raptor.alert import service  # noqa: PLC0415
+
     admin = redis_server.client()
     admin.execute_command("ACL", "SETUSER", "raptor_alert", "reset", "on", ">alert-pw", *ALERT_ACL.split())
     url = f"redis://raptor_alert:alert-pw@127.0.0.1:{redis_server.port}/0"
+    # an old consumer, forgotten at the takeover (XGROUP DELCONSUMER)
+    admin.xgroup_create("proc_history", "raptor-alert", id="$", mkstream=True)
+    admin.xgroup_createconsumer("proc_history", "raptor-alert", "gone:1234")
+    monkeypatch.setattr(service, "FORGET_IDLE_MS", 0)
     alerter = Running(url, config_text(receiver.port), "a1")
     try:
         spec = ProgramSpec(commands={"crasher": "sh -c 'exit 3'"}, options={"startretries": "0"})
@@ -270,8 +280,12 @@ def test_the_alerter_works_as_the_readmes_redis_user(
         wait_for(receiver.titles, 30, "the notice, the alerter connected as raptor_alert")
         assert receiver.titles() == ["[raptor] fatal: h1 crasher"]
         assert alerter.thread.is_alive()
+        consumers = admin.xinfo_consumers("proc_history", "raptor-alert")
+        assert [c["name"] for c in consumers] == [b"a1"]
     finally:
         alerter.close()
+    # it gave the lease up as it stopped (PEXPIRE, under the same ACL)
+    wait_for(lambda: admin.get(key("raptor-alert", "leader")) is None, 1, "the lease to be given up")
 
 
 def entered(client: Any, host: str = "h1") -> Dict[str, List[str]]:

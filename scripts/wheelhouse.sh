@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the wheelhouses the role copies to hosts (air-gapped fleets; the tests):
-#   build/wheelhouse      raptor (this checkout) and its dependencies, with its web
-#                         extra's (raptor web: starlette, uvicorn, hiredis...), for
-#                         Python 3.9-3.13 (Debian 12 has 3.11, Debian 13 has 3.13)
+#   build/wheelhouse      raptor (this checkout) and its dependencies, with its web and
+#                         alert extras' (starlette, uvicorn; apprise, pyyaml; hiredis...),
+#                         for Python 3.9-3.13 (Debian 12 has 3.11, Debian 13 has 3.13)
 #   build/wheelhouse-old  raptor 3.0.0rc1 and redis-py, to test proc_publisher upgrades
 #   build/wheelhouse-supervisor  supervisor from PyPI, for the molecule host whose
 #                         supervisord is installed with pip (hosts cannot reach PyPI)
@@ -29,16 +29,17 @@ rm -rf build/wheelhouse build/wheelhouse-old build/old-src
 mkdir -p "$out"
 "${PIP[@]}" wheel -q --no-deps -w "$out" .
 wheel=("$out"/raptor-*.whl)
-# What raptor and its web extra need (the proc_publisher role installs raptor, the
-# raptor_web role raptor[web]), for every Python a host may have: redis-py and the web
-# stack are pure Python; hiredis is compiled, one wheel per Python, for this machine's
+# What raptor and its web and alert extras need (the proc_publisher role installs
+# raptor, raptor_web raptor[web], raptor_alert raptor[alert]), for every Python a host
+# may have: redis-py, the web stack and Apprise are pure Python; hiredis and PyYAML are
+# compiled, one wheel per Python, for this machine's
 # architecture (set RAPTOR_WHEELHOUSE_PLATFORMS, e.g. "manylinux2014_aarch64", for
 # hosts of another one). The newest release each Python accepts: a host's pip picks it.
 platforms=()
 for platform in ${RAPTOR_WHEELHOUSE_PLATFORMS:-}; do platforms+=(--platform "$platform"); done
 for py in 3.9 3.10 3.11 3.12 3.13; do
   "${PIP[@]}" download -q --only-binary=:all: --python-version "$py" "${platforms[@]}" -d "$out" \
-    "${wheel[0]}[web]"
+    "${wheel[0]}[web,alert]"
   # pip evaluates markers for the interpreter it runs on, not for --python-version: add
   # what the stack needs only on some Pythons explicitly (anyio: exceptiongroup below
   # 3.11; typing_extensions below 3.13).

@@ -38,6 +38,16 @@ READ_BY_TESTS = [
     "roles/raptor_web/templates/raptor_web.conf.j2",
     "roles/raptor_web/vars/main.yml",
     "roles/raptor_web/vars/Debian.yml",
+    "roles/raptor_alert/defaults/main.yml",
+    "roles/raptor_alert/handlers/main.yml",
+    "roles/raptor_alert/meta/argument_specs.yml",
+    "roles/raptor_alert/tasks/configure.yml",
+    "roles/raptor_alert/tasks/preflight.yml",
+    "roles/raptor_alert/tasks/install.yml",
+    "roles/raptor_alert/templates/raptor_alert.conf.j2",
+    "roles/raptor_alert/vars/main.yml",
+    "roles/raptor_alert/vars/Debian.yml",
+    "roles/raptor_alert/vars/RedHat.yml",
 ]
 COLLECTION_TOP_LEVEL = {
     "MANIFEST.json",

@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 ROLES_DIR = Path(__file__).parents[1] / "roles"
-ROLES = ["proc_publisher", "raptor_web"]
+ROLES = ["proc_publisher", "raptor_web", "raptor_alert"]
 # Options whose values are secrets: no_log in the argument specs.
 SECRETS = {
     "proc_publisher": {"proc_publisher_supervisor_password"},
     "raptor_web": {"raptor_web_redis_url", "raptor_web_token"},
+    "raptor_alert": {"raptor_alert_redis_url", "raptor_alert_config"},
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import importlib.util
+import io
 import os
 import pwd
 import re
@@ -21,16 +22,18 @@ from typing import Any, Dict, Optional
 import jinja2
 import pytest
 import yaml
+from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
 from raptor.config import ConfigError
-from raptor.consumer.cli import build_parser
+from raptor.consumer.cli import build_parser, main
 from raptor.web.auth import decide, is_loopback, read_token
 
 ROLES_DIR = Path(__file__).parents[1] / "roles"
-ROLES = ["proc_publisher", "raptor_web"]
+ROLES = ["proc_publisher", "raptor_web", "raptor_alert"]
 ROLE = ROLES_DIR / "proc_publisher"
 WEB = ROLES_DIR / "raptor_web"
+ALERT = ROLES_DIR / "raptor_alert"
 FILTER = Path(__file__).parents[1] / "plugins" / "filter" / "supervisor_env_value.py"
 
 
@@ -53,6 +56,7 @@ def render(text: str, variables: Dict[str, Any]) -> str:
     env.filters["velociraptor.raptor.supervisor_env_value"] = module.supervisor_env_value
     env.filters["comment"] = lambda value: "\n".join(f"# {line}" for line in str(value).splitlines())
     env.filters["bool"] = ansible_bool
+    env.filters["regex_replace"] = lambda value, pattern, replacement: re.sub(pattern, replacement, str(value))
     # Ansible's tests: re.match and re.search
     env.tests["match"] = lambda value, pattern: re.match(pattern, str(value)) is not None
     env.tests["search"] = lambda value, pattern: re.search(pattern, str(value)) is not None
@@ -413,3 +417,105 @@ def test_web_preflight_checks_the_values_it_writes_into_the_command(overrides: D
 @pytest.mark.parametrize(("url", "accepted"), [("", False), ("http://redis", False), ("redis://r:6379/0", True)])
 def test_web_preflight_requires_a_redis_url(url: str, accepted: bool) -> None:
     assert preflight_accepts("Check the Redis URL", raptor_web_redis_url=url) is accepted
+
+
+# -- raptor_alert -------------------------------------------------------------------
+
+
+def alert_vars(**overrides: Any) -> Dict[str, Any]:
+    """raptor_alert's variables as Ansible resolves them: defaults, vars/main.yml, overrides."""
+    variables: Dict[str, Any] = dict(load("defaults/main.yml", "raptor_alert"))
+    variables.update(
+        inventory_hostname="alert1.example",
+        raptor_alert_redis_url="redis://:secret@redis:6379/0",
+        raptor_alert_config={"notify": {"hook": "json://127.0.0.1:9/x"}, "rules": [{"kind": "fatal"}]},
+        raptor_alert_log_file="/tmp/raptor_alert.log",
+        ansible_managed="Ansible managed",
+    )
+    variables.update(overrides)
+    variables["raptor_alert_consumer"] = render(str(variables["raptor_alert_consumer"]), variables)
+    variables["_raptor_alert_config_file"] = render(
+        load("vars/main.yml", "raptor_alert")["_raptor_alert_config_file"], variables
+    )
+    return variables
+
+
+def alert_command(tmp_path: Path, **overrides: Any) -> Any:
+    """raptor alert's process config as supervisord reads it, and its arguments as raptor parses them."""
+    text = (ALERT / "templates" / "raptor_alert.conf.j2").read_text(encoding="utf-8")
+    process = parse_listener(tmp_path, render(text, alert_vars(**overrides)))
+    argv = shlex.split(process.command)
+    assert argv[:2] == ["/opt/raptor-alert/venv/bin/raptor", "alert"]
+    return process, build_parser().parse_args(argv[1:])
+
+
+def test_alert_program_reads_its_checked_config_and_is_named_after_the_host(tmp_path: Path) -> None:
+    process, args = alert_command(tmp_path)
+    assert process.name == "raptor_alert"
+    assert (str(args.config), args.consumer, args.lease, args.log_level) == (
+        "/opt/raptor-alert/alert.yml",
+        "alert1.example",
+        10.0,
+        "INFO",
+    )
+    assert args.redis_url is None and process.environment == {"REDIS_URL": "redis://:secret@redis:6379/0"}
+    assert process.uid is None
+    assert (process.autostart, process.autorestart, process.stopsignal, process.stopwaitsecs) == (
+        True,
+        RestartUnconditionally,
+        signal.SIGTERM,
+        30,
+    )
+    assert "json://" not in process.command  # the targets are in the 0600 config file only
+    _, args = alert_command(
+        tmp_path, raptor_alert_consumer="alert-b", raptor_alert_lease=30, raptor_alert_log_level="DEBUG"
+    )
+    assert (args.consumer, args.lease, args.log_level) == ("alert-b", 30.0, "DEBUG")
+
+
+def test_alert_config_is_written_only_after_raptor_alert_accepts_it(tmp_path: Path) -> None:
+    """The copy's validate: is raptor alert's own --check, run on the new file; its refusal
+    is told by the next task from --check's lines (which name keys, never values)."""
+    copy_task = task(
+        "configure.yml", "Write the alerter's config, checked by raptor alert --check first", "raptor_alert"
+    )
+    copy = copy_task["ansible.builtin.copy"]
+    assert (copy["mode"], copy["owner"], copy_task["no_log"]) == (
+        "0600",
+        "{{ raptor_alert_user }}",
+        "{{ raptor_alert_no_log }}",
+    )
+    assert copy["dest"] == "{{ _raptor_alert_config_file }}"
+    validate = render(copy["validate"], alert_vars())
+    assert validate == "/opt/raptor-alert/venv/bin/raptor alert --check --config %s"
+    bad = tmp_path / "new.yml"
+    bad.write_text(yaml.safe_dump({"notify": {"hook": "json://u:s3cret@h/x"}, "rules": [{"kind": "fatl"}]}))
+    err = io.StringIO()
+    assert main(shlex.split(validate.replace("%s", str(bad)))[1:], io.StringIO(), err) == 2
+    told = task("configure.yml", "Fail when raptor alert --check refused the config", "raptor_alert")
+    message = render(told["ansible.builtin.fail"]["msg"], {"_raptor_alert_config_written": {"stderr": err.getvalue()}})
+    assert "- rules[0].kind" in message and str(bad) not in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "accepted"),
+    [
+        ({}, True),
+        ({"raptor_alert_config": {}}, False),
+        ({"raptor_alert_config": "notify: x"}, False),
+        ({"raptor_alert_consumer": "alert 1"}, False),
+        ({"raptor_alert_consumer": "alert1:b@x"}, True),
+        ({"raptor_alert_lease": 0}, False),
+        ({"raptor_alert_lease": 300}, True),
+        ({"raptor_alert_lease": 301}, False),
+        ({"raptor_alert_home": "/opt/raptor alert"}, False),
+        ({"raptor_alert_supervisor_conf_file": "conf.d/raptor_alert.conf"}, False),
+    ],
+)
+def test_alert_preflight_checks_the_values_it_writes_into_the_command(
+    overrides: Dict[str, Any], accepted: bool
+) -> None:
+    that = task("preflight.yml", "Check the config, consumer name, lease and other values", "raptor_alert")
+    variables = alert_vars(**overrides)
+    conditions = that["ansible.builtin.assert"]["that"]
+    assert all(render("{{ " + c + " }}", variables) == "True" for c in conditions) is accepted

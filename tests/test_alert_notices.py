@@ -84,3 +84,37 @@ def test_what_is_not_told_yet_survives_in_another_alerter() -> None:
     assert summary.what == "suppressed" and summary.title == "[raptor] 2 more suppressed"
     assert "1 opened (stale)" in summary.body and "1 opened (duplicate)" in summary.body
     assert second.pending() == 0
+
+
+def test_under_a_storm_that_lasts_the_summary_still_goes_out_and_its_memory_stays_bounded() -> None:
+    """A new group every second for ten minutes against 2 notices a minute: each time the
+    limit frees a slot, the summary of what was held takes it first; every change is told
+    or counted exactly once, and the held-back keys never outgrow their bound."""
+    rules = tuple(Rule(f"r{n}", "fatal", Match(), ("ops",), 3600.0) for n in range(600))
+    targets = {"ops": Target("ops", "json://x")}
+    notices = Notices(AlertConfig(targets=targets, rules=rules, group_window=0.0, rate_limit=2, rate_per=60.0))
+    told = counted = 0
+    summaries: List[float] = []
+    longest_held = 0
+    for second in range(600):
+        notices.add([change("opened", f"r{second}", "web1", f"p{second}", float(second))], float(second))
+        for notice in notices.due(float(second)):
+            if notice.what == "suppressed":
+                summaries.append(float(second))
+                counted += int(notice.title.split()[1])
+            else:
+                told += 1
+        longest_held = max(longest_held, len(notices._held_keys))  # the state saved at each step
+    assert told + counted + notices.pending() == 600
+    assert len(summaries) >= 9 and max(b - a for a, b in zip(summaries, summaries[1:])) <= 60.0
+    assert longest_held <= 60  # a minute's worth, never the whole storm
+
+
+def test_a_summary_counts_every_change_held_and_names_at_most_a_thousand() -> None:
+    notices = Notices(config(rate_limit=1, rate_per=60.0, group_window=0.0))
+    notices.add([change("opened", "stale", "web1")], 0.0)
+    notices.add([change("opened", "fatal", f"web{n}", "p") for n in range(1500)], 0.0)
+    [first] = notices.due(0.0)  # the one slot, to the first group; the 1,500 are held
+    [summary] = notices.due(60.0)
+    assert first.title == "[raptor] stale: web1"
+    assert summary.title == "[raptor] 1500 more suppressed" and len(summary.keys) == 1000

@@ -26,6 +26,9 @@ from .config import AlertConfig
 from .incidents import Change, Incident, Key
 
 LISTED = 20  # incidents listed by name in a grouped notice; the rest are counted
+# Incidents a summary names in its keys; beyond, only counted (under a storm that lasts,
+# the held-back list would otherwise grow, and with it the state saved at every step).
+HELD_KEYS = 1000
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class Notices:
     def due(self, now: float) -> List[Notice]:
         """The notices to send now: groups whose window has passed, within the rate limit."""
         notices: List[Notice] = []
+        # What was held back goes first: under a storm that lasts, new groups would
+        # otherwise take every slot the limit frees, and the summary would never go.
+        if self._held and self._allowed(now):
+            notices.append(self._summary())
         window = self.config.group_window
         for key in [k for k, g in self._groups.items() if now - g.first >= window]:
             group = self._groups.pop(key)
@@ -74,9 +81,8 @@ class Notices:
                 notices.append(self._word(what, rule, targets, group.changes))
             else:
                 self._held[(rule, what)] += len(group.changes)
-                self._held_keys += [c.incident.key for c in group.changes]
-        if self._held and self._allowed(now):
-            notices.append(self._summary())
+                room = HELD_KEYS - len(self._held_keys)
+                self._held_keys += [c.incident.key for c in group.changes[: max(room, 0)]]
         return notices
 
     def pending(self) -> int:

@@ -66,6 +66,7 @@ def test_every_problem_is_one_line_naming_its_key() -> None:
           ops: "nosuch://user:pw@host"
           "bad name": "json://127.0.0.1/"
         colour: blue
+        web_url: "https://raptor.example/?token=x"
         rate_limit: {max: 0, per: soon}
         rules:
           - kind: fatal
@@ -86,6 +87,7 @@ def test_every_problem_is_one_line_naming_its_key() -> None:
         "notify.ops: Apprise cannot use this URL (scheme 'nosuch'): an unknown scheme, or a host, user, password or "
         "option it rejects",
         "notify: 'bad name' is not a target name (letters, digits, '.', '_', '-')",
+        "web_url: must be raptor web's address without ? or # (the links add their own query)",
         "rate_limit.max: must be a whole number of notices, 1 or more",
         "rate_limit.per: 'soon' is not a duration (30s, 10m, 2h, 1d, or seconds)",
         "rules[0].notify: 'pager' is not a target under notify:",

@@ -140,6 +140,8 @@ def _settings(data: Mapping[str, Any], problems: List[str]) -> Dict[str, Any]:
         url = data["web_url"]
         if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s]+", url):
             problems.append("web_url: must be raptor web's http:// or https:// address")
+        elif re.search(r"[?#]", url):  # the links add a query of their own
+            problems.append("web_url: must be raptor web's address without ? or # (the links add their own query)")
         else:
             settings["web_url"] = url.rstrip("/") + "/"
     if "group" in data:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import redis
 
 from .. import keys
-from ..consumer.cli import status_report
+from ..consumer.fleet import Fleet
 from ..consumer.history import Transition
 from ..consumer.stream import UNREADABLE, EntryDecoder, id_time
 from ..consumer.text import as_text
@@ -267,8 +267,7 @@ class Alerter:
             return changes + self._engine.tick(id_time(entries[-1][0]), seen=now)
         if self._host_rules and now - self._last_fleet >= self.fleet_every:
             self._last_fleet = now
-            report = status_report(self.client)
-            changes += self._engine.hosts(report, now)
+            changes += self._engine.hosts(fleet_summary(self.client), now)
         changes += self._engine.tick(now)
         return changes
 
@@ -325,6 +324,14 @@ class Alerter:
                 self.client.xdel(outbox, outcome.ident)
                 self._queued.discard(outcome.ident)
                 log.info("delivered %r to %s", outcome.notice.title, outcome.target)
+
+
+def fleet_summary(client: redis.Redis) -> Dict[str, Any]:
+    """What the host rules read: ``raptor status --json`` without its per-host restart
+    counts (an XRANGE of each host's history: work the alerter has no use for)."""
+    fleet = Fleet()
+    fleet.load(client)
+    return Fleet.as_json(fleet.select(), fleet.find_duplicates(), time.time())
 
 
 def _texts(mapping: Dict[Any, Any]) -> Dict[str, str]:

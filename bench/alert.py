@@ -12,7 +12,7 @@ rest RUNNING/STARTING flips that open nothing. The alerter runs with ``group_win
 notice arrived at the receiver minus the entry id's time (Redis' clock at XADD; one
 machine). p50, p99, max; and whether every FATAL was told exactly once.
 
-Writes ``alert.json`` and ``alert.md`` to --out.
+Writes ``alert.json``, ``alert.md`` and ``alert.png`` to --out.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import matplotlib
 import redis
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
 from bench.environment import machine
 from harness import BIN, RedisServer, wait_for
@@ -126,7 +130,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             alerter.wait(10)
             receiver.stop()
     seen = told()
-    latencies = sorted((min(seen[name]) - at) * 1000 for name, at in fatals.items())
+    series = sorted((at, (min(seen[name]) - at) * 1000) for name, at in fatals.items())
+    latencies = sorted(latency for _, latency in series)
     figures = {
         "rate": args.rate,
         "fatal_rate": args.fatal_rate,
@@ -162,12 +167,32 @@ def main(argv: Optional[List[str]] = None) -> int:
         "How to read it: the latency of each FATAL is the arrival of the first notice that names it minus its "
         "entry id's time (Redis' clock when the writer's XADD ran); the group window (0.5 s) is part of it: what "
         "one rule says within it is one notice. The writer, Redis, the alerter and the receiver share the "
-        "machine's 2 cores.",
+        "machine's 2 cores. The plot: each FATAL's latency against when it was written; a rising line would be "
+        "an alerter falling behind.",
+        "",
+        "![alert](alert.png)",
         "",
     ]
     (args.out / "alert.md").write_text("\n".join(lines), encoding="utf-8")
+    plot(series, figures, args.out / "alert.png")
     print("\n".join(lines))
     return 0
+
+
+def plot(series: List[Any], figures: Dict[str, Any], out: Path) -> None:
+    start = series[0][0]
+    fig, axes = plt.subplots(figsize=(8, 3.6))
+    axes.plot([at - start for at, _ in series], [ms for _, ms in series], ".", markersize=3, label="one FATAL")
+    axes.axhline(1000, color="red", linestyle="--", linewidth=1, label="target p99 (1 s)")
+    axes.axhline(figures["latency_p99_ms"], color="grey", linestyle=":", linewidth=1, label="measured p99")
+    axes.set_xlabel("when the FATAL was written (s into the run)")
+    axes.set_ylabel("event to notice received (ms)")
+    axes.set_title(f"raptor alert at {figures['rate']:,} transitions/s, {figures['fatal_rate']} FATAL/s")
+    axes.set_ylim(0, max(1100, max(ms for _, ms in series) * 1.1))
+    axes.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

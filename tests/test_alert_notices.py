@@ -118,3 +118,15 @@ def test_a_summary_counts_every_change_held_and_names_at_most_a_thousand() -> No
     [summary] = notices.due(60.0)
     assert first.title == "[raptor] stale: web1"
     assert summary.title == "[raptor] 1500 more suppressed" and len(summary.keys) == 1000
+
+
+def test_next_due_says_when_a_group_or_the_held_summary_can_go() -> None:
+    notices = Notices(config(rate_limit=1, rate_per=60.0))
+    assert notices.next_due() is None
+    notices.add([change("opened", "fatal", "web1", "api")], 100.0)
+    assert notices.next_due() == 110.0  # the group's window
+    notices.add([change("opened", "stale", "web2")], 105.0)
+    [_] = notices.due(115.0)  # fatal goes; stale is held by the limit
+    assert notices.next_due() == 175.0  # when the limit frees its slot
+    [summary] = notices.due(175.0)
+    assert summary.what == "suppressed" and notices.next_due() is None

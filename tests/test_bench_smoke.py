@@ -73,3 +73,4 @@ def test_alert_bench_tells_every_fatal_once(tmp_path: Path) -> None:
     figures = run_bench("alert", tmp_path, "--rate", "200", "--fatal-rate", "10", "--seconds", "2")["figures"]
     assert figures["fatals"] == 20 and figures["told_once"] is True
     assert "| event to notice received, p99 (ms) |" in (tmp_path / "alert.md").read_text()
+    assert (tmp_path / "alert.png").stat().st_size > 10_000

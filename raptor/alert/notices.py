@@ -85,6 +85,15 @@ class Notices:
                 self._held_keys += [c.incident.key for c in group.changes[: max(room, 0)]]
         return notices
 
+    def next_due(self) -> Optional[float]:
+        """When :meth:`due` may next have something to send (None: nothing waits), so that
+        a reader waiting for entries wakes in time for it, not a whole wait later."""
+        times = [g.first + self.config.group_window for g in self._groups.values()]
+        if self._held:
+            full = len(self._sent) >= self.config.rate_limit
+            times.append(self._sent[0] + self.config.rate_per if full and self._sent else 0.0)
+        return min(times) if times else None
+
     def pending(self) -> int:
         """Changes not yet told (grouping or held back by the rate limit)."""
         return sum(len(g.changes) for g in self._groups.values()) + sum(self._held.values())

@@ -175,7 +175,7 @@ class Alerter:
             entries += self._claim(int(self.lease * 2000))
             self._last_claim = now
         if not entries:
-            entries += self._read()
+            entries += self._read(self._notices.next_due())
         now = self.clock()
         changes = self._judge(entries, now)
         self._notices.add(changes, now)
@@ -238,10 +238,12 @@ class Alerter:
             if cursor == "0-0":
                 return claimed
 
-    def _read(self) -> List[Tuple[str, Any]]:
+    def _read(self, due: Optional[float]) -> List[Tuple[str, Any]]:
+        # A quiet stream blocks the read: no longer than until a notice falls due.
+        wait = self.block if due is None else min(self.block, max(due - self.clock(), 0.001))
         # Any: redis-py's reply types differ between its versions.
         reply: Any = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=int(self.block * 1000)
+            self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=max(int(wait * 1000), 1)
         )
         return [(as_text(entry_id), fields) for _, entries in reply or [] for entry_id, fields in entries]
 

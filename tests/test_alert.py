@@ -475,6 +475,35 @@ def test_a_stopped_leader_hands_over_at_once_and_idle_consumers_are_forgotten(
     first.run(stopped)
     assert not first.leading
     wait_for(lambda: client.get(key("raptor-alert", "leader")) is None, 1, "the lease to be given up (PEXPIRE 1 ms)")
+    # a consumer that read an entry and died before acknowledging it: kept (then claimed)
+    client.xadd("proc_history", {"host": "h1", "name": "p"})
+    client.xreadgroup("raptor-alert", "busy:99", {"proc_history": ">"}, count=1)
     monkeypatch.setattr(service, "FORGET_IDLE_MS", 0)
     assert second.step() and second.leading
-    assert client.xinfo_consumers("proc_history", "raptor-alert") == []
+    consumers = {as_text(c["name"]): c["pending"] for c in client.xinfo_consumers("proc_history", "raptor-alert")}
+    assert consumers == {"busy:99": 0, "a2": 0}  # gone:1234 forgotten; busy:99's entry claimed, judged, acknowledged
+
+
+def test_an_acl_without_delconsumer_still_alerts_and_other_targets_notices_wait_for_an_alerter_that_has_them(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forgetting idle consumers is housekeeping: refused by an older ACL, the alerter
+    leads all the same. An outbox entry for a target this config lacks (queued by the
+    other alerter, mid-rollout of a new config) is left for it, and removed after a day."""
+    from raptor.alert import service  # noqa: PLC0415
+
+    admin = redis_server.client()
+    older_acl = ALERT_ACL.replace(" +xgroup|delconsumer", "")
+    admin.execute_command("ACL", "SETUSER", "raptor_alert", "reset", "on", ">alert-pw", *older_acl.split())
+    admin.xgroup_create("proc_history", "raptor-alert", id="$", mkstream=True)
+    admin.xgroup_createconsumer("proc_history", "raptor-alert", "gone:1234")
+    outbox = key("raptor-alert", "outbox")
+    notice = json.dumps({"title": "t", "body": "b", "targets": ["pager"], "keys": [], "what": "opened"})
+    admin.xadd(outbox, {"target": "pager", "notice": notice}, id="1000-0")  # 1970: no config has had it for a day
+    recent = admin.xadd(outbox, {"target": "pager", "notice": notice}).decode()
+    monkeypatch.setattr(service, "FORGET_IDLE_MS", 0)
+    url = f"redis://raptor_alert:alert-pw@127.0.0.1:{redis_server.port}/0"
+    alerter = Alerter(make_client(url), parse(config_text(9)), consumer="a1", lease=60.0, block=0.01)
+    assert alerter.step() and alerter.leading
+    assert [c["name"] for c in admin.xinfo_consumers("proc_history", "raptor-alert")] == [b"gone:1234"]
+    assert [entry_id.decode() for entry_id, _ in admin.xrange(outbox)] == [recent]

@@ -67,6 +67,7 @@ return 0
 # a takeover (XGROUP DELCONSUMER loses nothing then); otherwise every alerter ever started
 # under a name of its own (the default name holds a pid) would stay listed for good.
 FORGET_IDLE_MS = 24 * 3600 * 1000
+OTHER_TARGET_KEPT = 24 * 3600.0  # seconds an outbox entry for a target this config lacks is kept
 
 
 def key(group: str, what: str) -> str:
@@ -208,12 +209,16 @@ class Alerter:
         log.info("%s leads the alerters of group %s (%d incidents open)", self.consumer, self.group, len(incidents))
 
     def _forget_idle_consumers(self) -> None:
-        consumers: Any = self.client.xinfo_consumers(self.stream, self.group)
-        for consumer in consumers:
-            name = as_text(consumer["name"])
-            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > FORGET_IDLE_MS:
-                self.client.xgroup_delconsumer(self.stream, self.group, name)
-                log.info("forgot consumer %s of group %s (idle, nothing pending)", name, self.group)
+        """Housekeeping, best effort: an ACL without it must not stop the alerting."""
+        try:
+            consumers: Any = self.client.xinfo_consumers(self.stream, self.group)
+            for consumer in consumers:
+                name = as_text(consumer["name"])
+                if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > FORGET_IDLE_MS:
+                    self.client.xgroup_delconsumer(self.stream, self.group, name)
+                    log.info("forgot consumer %s of group %s (idle, nothing pending)", name, self.group)
+        except redis.exceptions.ResponseError as exc:
+            log.warning("cannot forget idle consumers (%s): give the alerter's Redis user +xgroup|delconsumer", exc)
 
     def _step_down(self) -> None:
         if self.leading:
@@ -313,10 +318,16 @@ class Alerter:
             ident = self._outbox_after = as_text(entry_id)
             values = {as_text(k): as_text(v) for k, v in fields.items()}
             if values.get("target") not in self.config.targets:
-                # Queued under a config that named another target: it cannot be sent.
-                log.error("outbox entry %s is for target %r, which the config no longer has: removed",
-                          ident, values.get("target"))  # fmt: skip
-                self.client.xdel(outbox, ident)
+                # Queued by an alerter whose config names another target: during a rollout
+                # the other alerter may still have it (and send it once it leads), so it is
+                # kept for a day, then removed.
+                if id_time(ident) < now - OTHER_TARGET_KEPT:
+                    log.error("outbox entry %s is for target %r, which no config has had for a day: removed",
+                              ident, values.get("target"))  # fmt: skip
+                    self.client.xdel(outbox, ident)
+                else:
+                    log.warning("outbox entry %s is for target %r, which this alerter's config lacks: left for "
+                                "an alerter that has it", ident, values.get("target"))  # fmt: skip
                 continue
             self._deliverer.submit(_notice_of(values["notice"]), now, target=values["target"], ident=ident)
             self._queued.add(ident)

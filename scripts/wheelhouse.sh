@@ -42,9 +42,9 @@ for py in 3.9 3.10 3.11 3.12 3.13; do
     "${wheel[0]}[web,alert]"
   # pip evaluates markers for the interpreter it runs on, not for --python-version: add
   # what the stack needs only on some Pythons explicitly (anyio: exceptiongroup below
-  # 3.11; typing_extensions below 3.13).
+  # 3.11; typing_extensions below 3.13; Apprise's markdown: importlib-metadata below 3.10).
   "${PIP[@]}" download -q --only-binary=:all: --python-version "$py" "${platforms[@]}" -d "$out" \
-    "exceptiongroup>=1.0.2" "typing_extensions>=4.10"
+    "exceptiongroup>=1.0.2" "typing_extensions>=4.10" "importlib-metadata>=4.4"
 done
 # ... and what redis-py needs on Python < 3.11.3.
 "${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$out" "async-timeout>=4.0.3"

@@ -66,6 +66,7 @@ def test_every_problem_is_one_line_naming_its_key() -> None:
           ops: "nosuch://user:pw@host"
           "bad name": "json://127.0.0.1/"
         colour: blue
+        "redis://:pw@h/0": x
         web_url: "https://raptor.example/?token=x"
         rate_limit: {max: 0, per: soon}
         rules:
@@ -84,6 +85,8 @@ def test_every_problem_is_one_line_naming_its_key() -> None:
     )
     assert found == [
         "colour: unknown key (known: notify, rules, web_url, group, remind_every, rate_limit, group_window)",
+        "(a key that is not a name: not shown): unknown key (known: notify, rules, web_url, group, remind_every, "
+        "rate_limit, group_window)",
         "notify.ops: Apprise cannot use this URL (scheme 'nosuch'): an unknown scheme, or a host, user, password or "
         "option it rejects",
         "notify: 'bad name' is not a target name (letters, digits, '.', '_', '-')",

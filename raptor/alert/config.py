@@ -119,7 +119,7 @@ def parse(text: str, check_url: Optional[Any] = None) -> AlertConfig:
         raise ConfigErrors(["the file: must be a mapping with notify: and rules:"])
     for key in data:
         if key not in TOP_LEVEL:
-            problems.append(f"{key}: unknown key (known: {', '.join(TOP_LEVEL)})")
+            problems.append(f"{_shown(key)}: unknown key (known: {', '.join(TOP_LEVEL)})")
 
     targets = _targets(data.get("notify"), problems, check)
     settings = _settings(data, problems)
@@ -170,7 +170,7 @@ def _targets(raw: Any, problems: List[str], check: Any) -> Dict[str, Target]:
     for name, url in raw.items():
         key = f"notify.{name}"
         if not isinstance(name, str) or not NAME.fullmatch(name):
-            problems.append(f"notify: {str(name)[:64]!r} is not a target name (letters, digits, '.', '_', '-')")
+            problems.append(f"notify: {_shown(name)} is not a target name (letters, digits, '.', '_', '-')")
             continue
         if not isinstance(url, str) or not url.strip():
             problems.append(f"{key}: must be an Apprise URL (a string)")
@@ -200,12 +200,20 @@ def _rules(raw: Any, targets: Mapping[str, Target], remind: float, problems: Lis
     return rules
 
 
+def _shown(key: Any) -> str:
+    """A key of the file as a message may show it: a URL pasted where a name belongs
+    would carry its password into the log (and the role's output)."""
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9._ -]{1,64}", key):
+        return key if NAME.fullmatch(key) else repr(key)
+    return "(a key that is not a name: not shown)"
+
+
 def _rule(key: str, item: Any, targets: Mapping[str, Target], remind: float, problems: List[str]) -> Optional[Rule]:
     if not isinstance(item, dict):
         problems.append(f"{key}: must be a mapping with kind:")
         return None
     for unknown in [k for k in item if k not in RULE_KEYS]:
-        problems.append(f"{key}.{unknown}: unknown key (known: {', '.join(RULE_KEYS)})")
+        problems.append(f"{key}.{_shown(unknown)}: unknown key (known: {', '.join(RULE_KEYS)})")
     kind = item.get("kind")
     if kind not in KINDS:
         problems.append(f"{key}.kind: must be one of {', '.join(KINDS)}")

@@ -245,8 +245,8 @@ rules:
 
 
 ALERT_ACL = (
-    "~host_procs:* ~host_meta:* ~host_history:* ~proc_history ~raptor_alert:* resetchannels "
-    "+hgetall +scan +ttl +exists +xrange +xinfo +multi +exec +time +ping "
+    "~host_procs:* ~host_meta:* ~proc_history ~raptor_alert:* resetchannels "
+    "+hgetall +scan +ttl +xrange +xinfo +multi +exec +ping "
     "+xgroup|create +xgroup|delconsumer +xreadgroup +xack +xautoclaim +evalsha +script|load "
     "+get +set +pexpire +watch +unwatch +hset +hdel +xadd +xdel"
 )
@@ -273,7 +273,8 @@ def test_the_alerter_works_as_the_readmes_redis_user(
     admin.xgroup_create("proc_history", "raptor-alert", id="$", mkstream=True)
     admin.xgroup_createconsumer("proc_history", "raptor-alert", "gone:1234")
     monkeypatch.setattr(service, "FORGET_IDLE_MS", 0)
-    alerter = Running(url, config_text(receiver.port), "a1")
+    # a host rule too: the fleet's snapshots are read (SCAN, HGETALL, TTL) under the ACL
+    alerter = Running(url, config_text(receiver.port) + "  - kind: stale\n", "a1", fleet_every=0.5)
     try:
         spec = ProgramSpec(commands={"crasher": "sh -c 'exit 3'"}, options={"startretries": "0"})
         start_supervisord(["crasher"], redis_server.url, hostname="h1", program=spec)

@@ -56,17 +56,27 @@ def read_config(path: Path) -> Tuple[Optional[AlertConfig], List[str]]:
         return None, [f"{path}: {problem}" for problem in exc.problems]
 
 
+def missing_extra(exc: ImportError) -> str:
+    return f"raptor alert needs its extra ({exc.name} is missing): pip install 'raptor[alert]'\n"
+
+
+def load_config(path: Path, err: TextIO) -> Optional[AlertConfig]:
+    """The config, or None once each problem (a missing extra included) is a line on *err*."""
+    try:
+        config, problems = read_config(path)
+    except ImportError as exc:
+        err.write(missing_extra(exc))
+        return None
+    for problem in problems:
+        err.write(f"raptor alert: {problem}\n")
+    return config
+
+
 def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``--check``: what a deployment runs before it installs a new file (the role's
     ``validate:``), so a bad file fails the rollout and the running alerter keeps the old one."""
-    try:
-        config, problems = read_config(args.config)
-    except ImportError as exc:
-        err.write(f"raptor alert needs its extra ({exc.name} is missing): pip install 'raptor[alert]'\n")
-        return 2
+    config = load_config(args.config, err)
     if config is None:
-        for problem in problems:
-            err.write(f"raptor alert: {problem}\n")
         return 2
     out.write(f"{args.config}: good: {len(config.rules)} rules, {len(config.targets)} targets\n")
     return 0
@@ -78,15 +88,13 @@ def serve(
     try:
         from .service import Alerter  # noqa: PLC0415 (apprise: the alert extra)
     except ImportError as exc:
-        err.write(f"raptor alert needs its extra ({exc.name} is missing): pip install 'raptor[alert]'\n")
+        err.write(missing_extra(exc))
         return 2
     if not 1.0 <= args.lease <= 300.0:
         err.write(f"raptor alert: --lease must be 1-300 seconds, not {args.lease}\n")
         return 2
-    config, problems = read_config(args.config)
+    config = load_config(args.config, err)
     if config is None:
-        for problem in problems:
-            err.write(f"raptor alert: {problem}\n")
         return 2
     secrets, credentials = url_secrets(url)
     for target in config.targets.values():  # never logged by raptor; redacted all the same

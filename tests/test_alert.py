@@ -16,6 +16,7 @@ import pytest
 
 from harness import BIN, ListenerSpec, ProgramSpec, RedisServer, Supervisords, wait_for
 from harness.receivers import HttpReceiver, SmtpReceiver
+from raptor.alert import service
 from raptor.alert.config import parse
 from raptor.alert.service import Alerter, key
 from raptor.consumer.follow import make_client
@@ -264,8 +265,6 @@ def test_the_alerter_works_as_the_readmes_redis_user(
     receiver: HttpReceiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from raptor.alert import service  # noqa: PLC0415
-
     admin = redis_server.client()
     admin.execute_command("ACL", "SETUSER", "raptor_alert", "reset", "on", ">alert-pw", *ALERT_ACL.split())
     url = f"redis://raptor_alert:alert-pw@127.0.0.1:{redis_server.port}/0"
@@ -460,8 +459,6 @@ def test_a_stopped_leader_hands_over_at_once_and_idle_consumers_are_forgotten(
     """A planned stop (a new config, an upgrade) gives the lease up: the other alerter
     leads at its next step, not a lease later. A takeover forgets the group's consumers
     that have nothing pending and were idle for long (one per pid of the default name)."""
-    from raptor.alert import service  # noqa: PLC0415
-
     client = redis_server.client()
     config = parse(config_text(9))
     first = Alerter(make_client(redis_server.url), config, consumer="a1", lease=60.0, block=0.01)
@@ -491,8 +488,6 @@ def test_an_acl_without_delconsumer_still_alerts_and_other_targets_notices_wait_
     """Forgetting idle consumers is housekeeping: refused by an older ACL, the alerter
     leads all the same. An outbox entry for a target this config lacks (queued by the
     other alerter, mid-rollout of a new config) is left for it, and removed after a day."""
-    from raptor.alert import service  # noqa: PLC0415
-
     admin = redis_server.client()
     older_acl = ALERT_ACL.replace(" +xgroup|delconsumer", "")
     admin.execute_command("ACL", "SETUSER", "raptor_alert", "reset", "on", ">alert-pw", *older_acl.split())

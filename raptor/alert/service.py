@@ -200,7 +200,7 @@ class Alerter:
         self._engine.load(_texts(procs), _texts(incidents), as_text(counters) if counters else None)
         self._notices = Notices(self.config)
         if notices:
-            self._notices.loads(notices.decode() if isinstance(notices, bytes) else notices)
+            self._notices.loads(as_text(notices))
         self._deliverer.clear()
         self._queued.clear()
         self._outbox_after = "-"

@@ -24,6 +24,13 @@ PROC_PUBLISHER = BIN / "proc_publisher"
 # What a non-integration test reads besides raptor/ and tests/: the sdist must carry it.
 READ_BY_TESTS = [
     "plugins/filter/supervisor_env_value.py",
+    "plugins/lookup/wheel_bundle.py",
+    "roles/_common/tasks/install.yml",
+    "roles/_common/tasks/preflight.yml",
+    "roles/_common/vars/main.yml",
+    "roles/_common/vars/Debian.yml",
+    "roles/_common/vars/RedHat.yml",
+    "roles/proc_publisher/tasks/install.yml",
     "roles/proc_publisher/defaults/main.yml",
     "roles/proc_publisher/meta/argument_specs.yml",
     "roles/proc_publisher/templates/proc_publisher.conf.j2",
@@ -35,9 +42,9 @@ READ_BY_TESTS = [
     "roles/raptor_web/meta/argument_specs.yml",
     "roles/raptor_web/tasks/configure.yml",
     "roles/raptor_web/tasks/preflight.yml",
+    "roles/raptor_web/tasks/install.yml",
     "roles/raptor_web/templates/raptor_web.conf.j2",
     "roles/raptor_web/vars/main.yml",
-    "roles/raptor_web/vars/Debian.yml",
     "roles/raptor_alert/defaults/main.yml",
     "roles/raptor_alert/handlers/main.yml",
     "roles/raptor_alert/meta/argument_specs.yml",
@@ -46,8 +53,6 @@ READ_BY_TESTS = [
     "roles/raptor_alert/tasks/install.yml",
     "roles/raptor_alert/templates/raptor_alert.conf.j2",
     "roles/raptor_alert/vars/main.yml",
-    "roles/raptor_alert/vars/Debian.yml",
-    "roles/raptor_alert/vars/RedHat.yml",
 ]
 COLLECTION_TOP_LEVEL = {
     "MANIFEST.json",

@@ -31,6 +31,8 @@ from raptor.web.auth import decide, is_loopback, read_token
 
 ROLES_DIR = Path(__file__).parents[1] / "roles"
 ROLES = ["proc_publisher", "raptor_web", "raptor_alert"]
+# The internal role the three share: their preflight and install, the OS families' vars.
+COMMON = "_common"
 ROLE = ROLES_DIR / "proc_publisher"
 WEB = ROLES_DIR / "raptor_web"
 ALERT = ROLES_DIR / "raptor_alert"
@@ -68,12 +70,24 @@ def task(tasks_file: str, name: str, role: str = "proc_publisher") -> Dict[str, 
 
 
 @pytest.mark.parametrize("role", ROLES)
+def test_each_role_runs_the_shared_preflight_and_install_with_its_own_values(role: str) -> None:
+    for phase in ("preflight", "install"):
+        imports = [t for t in load(f"tasks/{phase}.yml", role) if "ansible.builtin.import_role" in t]
+        assert [t["ansible.builtin.import_role"] for t in imports] == [
+            {"name": f"velociraptor.raptor.{COMMON}", "tasks_from": f"{phase}.yml"}
+        ]
+        assert imports[0]["vars"] == {"_common": f"{{{{ _{role}_common }}}}"}
+    values = load("vars/main.yml", role)[f"_{role}_common"]
+    assert values["role"] == role
+    assert values["home"] == f"{{{{ {role}_home }}}}"
+
+
 @pytest.mark.parametrize(("family", "service"), [("Debian", "supervisor"), ("RedHat", "supervisord")])
-def test_install_starts_the_os_familys_supervisor_service(role: str, family: str, service: str) -> None:
+def test_install_starts_the_os_familys_supervisor_service(family: str, service: str) -> None:
     """EPEL's package is `supervisor` but its unit is `supervisord.service`."""
-    os_vars = load(f"vars/{family}.yml", role)
-    assert os_vars[f"_{role}_supervisor_package"] == "supervisor"
-    start = task("install.yml", "Start and enable the supervisor installed from the OS packages", role)
+    os_vars = load(f"vars/{family}.yml", COMMON)
+    assert os_vars["_common_supervisor_package"] == "supervisor"
+    start = task("install.yml", "Start and enable the supervisor installed from the OS packages", COMMON)
     assert render(start["ansible.builtin.service"]["name"], os_vars) == service
     assert start["ansible.builtin.service"]["state"] == "started"
 
@@ -83,7 +97,7 @@ CHANGING = ("package", "service", "file", "copy", "template", "pip", "command", 
 READ_ONLY_COMMANDS = ("--version", " pid")
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", [*ROLES, COMMON])
 def test_preflight_changes_nothing_and_no_task_flushes_the_plays_handlers(role: str) -> None:
     for entry in load("tasks/preflight.yml", role):
         modules = [key.rsplit(".", 1)[-1] for key in entry if key.startswith("ansible.builtin.")]
@@ -98,16 +112,14 @@ def test_preflight_changes_nothing_and_no_task_flushes_the_plays_handlers(role: 
             assert entry.get("ansible.builtin.meta") != "flush_handlers", f"{tasks_file.name}: {entry['name']}"
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_both_families_define_the_same_variables(role: str) -> None:
-    assert set(load("vars/Debian.yml", role)) == set(load("vars/RedHat.yml", role))
+def test_both_families_define_the_same_variables() -> None:
+    assert set(load("vars/Debian.yml", COMMON)) == set(load("vars/RedHat.yml", COMMON))
 
 
-@pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("family", "package"), [("Debian", "python3-packaging"), ("RedHat", "python3-setuptools")])
-def test_hosts_get_what_ansibles_pip_module_imports(role: str, family: str, package: str) -> None:
+def test_hosts_get_what_ansibles_pip_module_imports(family: str, package: str) -> None:
     """The pip module needs packaging or setuptools; a host whose supervisor comes from pip may lack both."""
-    assert package in load(f"vars/{family}.yml", role)[f"_{role}_venv_packages"]
+    assert package in load(f"vars/{family}.yml", COMMON)["_common_venv_packages"]
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -188,7 +200,7 @@ def test_a_listener_user_becomes_supervisords_user_line(tmp_path: Path) -> None:
 def conf_file(role: str, family: str, **overrides: Any) -> str:
     """Where the role writes its supervisor section (vars/main.yml, resolved as Ansible would)."""
     main = load("vars/main.yml", role)
-    variables = {**load("defaults/main.yml", role), **load(f"vars/{family}.yml", role), **overrides}
+    variables = {**load("defaults/main.yml", role), **load(f"vars/{family}.yml", COMMON), **overrides}
     variables[f"_{role}_include_dir"] = render(main[f"_{role}_include_dir"], variables)
     return render(main[f"_{role}_conf_file"], variables)
 

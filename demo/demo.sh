@@ -82,9 +82,40 @@ down() {
   echo "demo fleet $PREFIX removed"
 }
 
+# A command whose output must keep coming: `progressing IDLE TOTAL WHAT LOG command...`
+# runs it with its output in LOG and stops it when LOG has not grown for IDLE seconds (a
+# hung task), or after TOTAL seconds, saying which and the last task it was in. A busy
+# machine makes a roll-out slower, not failed: a playbook prints a line per task and host.
+progressing() {
+  local idle="$1" total="$2" what="$3" log="$4" pid size last=-1 changed=$SECONDS started=$SECONDS why=""
+  shift 4
+  "$@" >"$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    size=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    if [ "$size" != "$last" ]; then
+      last=$size
+      changed=$SECONDS
+    fi
+    if ((SECONDS - changed > idle)); then
+      why="no new output for $idle s"
+    elif ((SECONDS - started > total)); then
+      why="still running after $total s"
+    fi
+    if [ -n "$why" ]; then
+      kill "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+      echo "demo: gave up waiting for $what: $why; it was at: $(grep -E '^(TASK|PLAY|RUNNING HANDLER) ' "$log" | tail -n 1)" >&2
+      return 124
+    fi
+    sleep 1
+  done
+  wait "$pid"
+}
+
 playbook() {  # playbook [ansible-playbook options...]: its recap, or all its output if it fails
   local log="$STATE/ansible.log" code=0
-  within 420 "ansible-playbook $(basename "$1")" ansible-playbook -i "$STATE/inventory.yml" "$@" >"$log" 2>&1 || code=$?
+  progressing 300 1800 "ansible-playbook $(basename "$1")" "$log" ansible-playbook -i "$STATE/inventory.yml" "$@" || code=$?
   if [ "$code" != 0 ]; then
     cat "$log" >&2
     return "$code"

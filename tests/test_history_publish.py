@@ -137,3 +137,35 @@ def test_a_flapping_host_does_not_evict_another_hosts_history(redis_server: Redi
     assert 1000 <= kept <= 1000 + 200, kept
     last = message_from_entry(entries(client, keys.history_key("flapper"))[-1][1])
     assert last["seq"] == 50_000
+
+
+def test_every_message_carries_the_log_paths_supervisord_reports(
+    redis_server: RedisServer, collector: Collector, start_supervisord: Supervisords
+) -> None:
+    """Issue 25, finding 1: Velociraptor's dashboard replaces its model of a process with
+    each message, so each must carry the log paths getAllProcessInfo() gives: the
+    start-up's STARTING and RUNNING (queued before the listener's first resync), and a
+    restart right after the snapshot first matches (before any settle resync)."""
+    names = velociraptor_names(2)
+    sup = start_supervisord(names, redis_server.url)
+    settled(sup, redis_server)
+    assert sup.ctl("restart", *names).returncode == 0
+    wait_for(sup.programs_running, 30, "the programs to run again")
+    truth = sup.truth()
+    assert all(truth[name]["stdout_logfile"] and truth[name]["stderr_logfile"] for name in names), truth
+
+    def restarted() -> bool:
+        last = {m["name"]: m for m in collector.snapshot()}
+        return all(n in last and (last[n]["statename"], last[n]["pid"]) == ("RUNNING", truth[n]["pid"]) for n in names)
+
+    wait_for(restarted, 10, "the restart's RUNNING messages")
+    messages = [m for m in collector.snapshot() if m["name"] in names]
+    events = [m["event"] for m in messages]
+    assert events.count("PROCESS_STATE_RUNNING") >= 2 * len(names), events
+    wrong = [
+        f"{m['name']} {m['event']} seq {m['seq']}: {field}={m[field]!r} want {truth[m['name']][field]!r}"
+        for m in messages
+        for field in LOG_FIELDS
+        if m[field] != truth[m["name"]][field]
+    ]
+    assert not wrong, f"{len(wrong)} of {3 * len(messages)} log fields wrong: {wrong[:4]}"

@@ -259,3 +259,26 @@ def test_nothing_is_confirmed_while_events_were_still_arriving() -> None:
     assert quiet.unconfirmed == {}
     confirmed = plan_resync(truth, stored, {}, seq=0, unconfirmed={"a": (stored["a"], truth[0])}, **kwargs)
     assert [m["statename"] for m in confirmed.messages] == ["RUNNING"]
+
+
+def test_log_paths_come_from_supervisords_last_answer_whatever_the_resync_held_back() -> None:
+    """Issue 25, finding 1: no event carries the log paths. A routine resync holds a
+    process's state back (new, or in another state than stored), never its paths: the
+    table learns them from the answer, every entry derived from an event gets them, and
+    a state held back is stored with them."""
+    paths = {"logfile": "/l/a.out", "stdout_logfile": "/l/a.out", "stderr_logfile": "/l/a.err"}
+    truth = [{**info("a", "STARTING"), **paths}, {**info("b", "RUNNING", 6), **paths}]
+    stored = {"b": info("b", "STOPPED")}  # derived from events: no paths
+    plan = plan_resync(truth, stored, {}, host=HOST, run_id=RUN, seq=0, now=0.0, confirm=True)
+    assert set(plan.held) == {"a", "b"} and "a" not in plan.target
+    assert plan.target["b"]["statename"] == "STOPPED" and plan.target["b"]["stderr_logfile"] == "/l/a.err"
+    table = table_of(*plan.target.values())
+    table.learn(truth)
+    started = [
+        change("a", "STOPPED", "STARTING"),
+        change("a", "STARTING", "RUNNING", 5),
+        change("c", "STOPPED", "STARTING"),
+    ]
+    batch = plan_batch(started, table, host=HOST, run_id=RUN, seq=0)
+    assert [{k: m[k] for k in paths} for m in batch.messages[:2]] == [paths, paths]
+    assert batch.messages[2]["logfile"] == "", "a process supervisord did not list has none"

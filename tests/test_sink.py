@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Type
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 import pytest
 import redis
@@ -367,3 +367,41 @@ def test_a_routine_resync_confirms_a_difference_only_while_the_reader_rests(
         assert rpc.pids == 4, "two getPID calls after each of the two sightings"
     finally:
         sink.stop(timeout=2.0)
+
+
+def test_events_carry_the_log_paths_supervisord_reports_from_the_first_one_on(
+    redis_server: RedisServer, collector: Collector, outbox: Outbox
+) -> None:
+    """Issue 25, finding 1: events carry no log paths, and the start-up resync holds
+    new processes back; the sink learns the paths from supervisord (off the event path)
+    before it publishes events of a process it knows none for: the events queued before
+    it started, and those of a group added again with other log files. A process
+    supervisord does not list is not asked about again until a group is added."""
+    outbox.put(ProcessStateChange("a", "a", "STOPPED", "STARTING", 0, 1000))
+    outbox.put(ProcessStateChange("a", "a", "STARTING", "RUNNING", 77, 1001))
+    outbox.put(ProcessStateChange("ghost", "ghost", "STOPPED", "STARTING", 0, 1001))
+    rpc = StubRPC([info("a", "RUNNING", 77)])
+
+    def paths() -> List[Tuple[str, Optional[str], Optional[str], Optional[str]]]:
+        # not the resyncs' corrections: the stub's answers are not what the events did
+        return [
+            (m["name"], m.get("logfile"), m.get("stdout_logfile"), m.get("stderr_logfile"))
+            for m in collector.snapshot()
+            if not m["resync"]
+        ]
+
+    sink = make_sink(redis_server, rpc, outbox)
+    try:
+        wait_for(lambda: len(paths()) >= 3, 5, "the queued events")
+        outbox.put(ProcessStateChange("ghost", "ghost", "STARTING", "RUNNING", 78, 1002))
+        wait_for(lambda: len(paths()) >= 4, 5, "ghost's RUNNING")
+        assert paths() == [("a", "/l", "/l", ""), ("a", "/l", "/l", ""), ("ghost", "", "", ""), ("ghost", "", "", "")]
+        assert sink.path_lookups == 1, "one getAllProcessInfo() for a and ghost, none again for ghost"
+        rpc.infos = [{**info("a", "RUNNING", 79), "logfile": "/l2", "stdout_logfile": "/l2", "stderr_logfile": "/e2"}]
+        outbox.put(GroupChange("a", added=False, received=1003))
+        outbox.put(GroupChange("a", added=True, received=1003))
+        outbox.put(ProcessStateChange("a", "a", "STOPPED", "STARTING", 0, 1004))
+        wait_for(lambda: len(paths()) >= 6, 5, "a's STARTING once added again")
+        assert paths()[4:] == [("a", None, None, None), ("a", "/l2", "/l2", "/e2")]  # PROCESS_GROUP_REMOVED, STARTING
+    finally:
+        sink.stop(2)

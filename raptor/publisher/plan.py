@@ -27,7 +27,7 @@ from ..keys import (
 from ..messages import Message, history_entry, removal_message, state_message
 from .events import GroupChange, ProcessStateChange
 from .outbox import Item
-from .process_table import ProcessInfo, ProcessTable, apply_change, same_state
+from .process_table import ProcessInfo, ProcessTable, log_paths, same_state, with_log_paths
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def plan_batch(
             if ordered and previous is not None and behind(previous, item):
                 late += 1
                 continue
-            info = apply_change(previous, item)
+            info = table.derive(previous, item)
             updated[item.name] = info
             removed.pop(item.name, None)
             changes.append(Transition(info, item.from_state, item.expected))
@@ -213,7 +213,7 @@ def plan_resync(
             if old is None:
                 del target[name]
             else:
-                target[name] = old
+                target[name] = with_log_paths(old, log_paths(info))  # the state held back, not the paths
             continue
         changes.append(Transition(info, None if old is None else old["statename"]))
     changes.extend(Removal(info["name"], info["group"], now) for info in gone)

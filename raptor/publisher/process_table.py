@@ -2,15 +2,18 @@
 
 Entries come either from supervisord (the authoritative snapshot) or are derived
 from events between two snapshots. Derived entries are exact for state, pid and
-the start/stop times raptor saw; what an event does not carry (exit status,
-log file paths) is kept from the last snapshot.
+the start/stop times raptor saw; the exit status, which an event does not carry, is
+kept from the last snapshot. The log file paths, which no event carries either, are
+fixed by supervisord's configuration: the table learns them from every
+``getAllProcessInfo()`` the sink makes, whether or not that resync stored the
+process, and every derived entry gets them (:meth:`ProcessTable.derive`).
 """
 
 from __future__ import annotations
 
 import datetime
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, TypedDict
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, TypedDict
 
 from .events import STATE_CODES, ProcessStateChange
 
@@ -32,6 +35,27 @@ class ProcessInfo(TypedDict):
     stdout_logfile: str
     stderr_logfile: str
     pid: int
+
+
+class LogPaths(NamedTuple):
+    """What supervisord's configuration fixes for a process and no event carries."""
+
+    logfile: str
+    stdout_logfile: str
+    stderr_logfile: str
+
+
+def log_paths(info: ProcessInfo) -> LogPaths:
+    return LogPaths(info["logfile"], info["stdout_logfile"], info["stderr_logfile"])
+
+
+def with_log_paths(info: ProcessInfo, paths: Optional[LogPaths]) -> ProcessInfo:
+    """*info* with *paths* (a copy), or *info* itself when there are none to give."""
+    if paths is None or log_paths(info) == paths:
+        return info
+    info = info.copy()
+    info["logfile"], info["stdout_logfile"], info["stderr_logfile"] = paths
+    return info
 
 
 BACKOFF_SPAWNERR = "Exited too quickly (process log may have details)"
@@ -152,10 +176,13 @@ def same_state(a: ProcessInfo, b: ProcessInfo) -> bool:
 
 
 class ProcessTable:
-    """Latest known entry of every process of this supervisord."""
+    """Latest known entry of every process of this supervisord, and the log paths
+    supervisord last reported for each (kept apart: a resync may hold a process back
+    from the entries, never its paths)."""
 
     def __init__(self) -> None:
         self._entries: Dict[str, ProcessInfo] = {}
+        self._paths: Dict[str, LogPaths] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -177,3 +204,14 @@ class ProcessTable:
 
     def replace(self, infos: Iterable[ProcessInfo]) -> None:
         self._entries = {info["name"]: info for info in infos}
+
+    def learn(self, truth: Iterable[ProcessInfo]) -> None:
+        """Take the log paths of a whole ``getAllProcessInfo()`` answer."""
+        self._paths = {info["name"]: log_paths(info) for info in truth}
+
+    def paths(self, name: str) -> Optional[LogPaths]:
+        return self._paths.get(name)
+
+    def derive(self, previous: Optional[ProcessInfo], change: ProcessStateChange) -> ProcessInfo:
+        """:func:`apply_change`, with the log paths supervisord last reported."""
+        return with_log_paths(apply_change(previous, change), self._paths.get(change.name))

@@ -35,6 +35,7 @@ from ..config import ListenerConfig
 from ..logs import Throttle
 from ..messages import Message, encode
 from .acl import Refused, permissions_used, refusal
+from .events import GroupChange
 from .outbox import Item, Outbox
 from .plan import meta_record, plan_batch, plan_resync
 from .process_table import ProcessInfo, ProcessTable, normalize_info, same_state
@@ -136,11 +137,16 @@ class RedisSink:
         # a batch whose fate is unknown (the link broke during EXEC) keeps its seqs.
         self._unsent: List[Item] = []
         self._wrong_typed: Set[str] = set()  # this host's records found holding another type
+        # What getAllProcessInfo() may list that the table has no log paths for: every
+        # process until it was first asked, then the groups added since it was last asked.
+        self._asked = False
+        self._added_groups: Set[str] = set()
         self._backoff = EqualJitterBackoff(base=0.05, cap=RECONNECT_CAP)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raptor-redis-sink", daemon=True)
         self.published = 0
         self.resyncs = 0
+        self.path_lookups = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -389,6 +395,7 @@ class RedisSink:
         """Publish *items* in one transaction. They stay in hand (``_unsent``) until
         its EXEC ran, whatever fails after that."""
         self._unsent = items
+        self._learn_log_paths(items)
         now = self._clock()
         plan = plan_batch(
             items, self._table, host=self._config.hostname, run_id=self.run_id, seq=self._seq, ordered=self._ordered
@@ -426,11 +433,37 @@ class RedisSink:
             self._schedule.settle()
         self._check_replies(replies)
 
+    def _learn_log_paths(self, items: Sequence[Item]) -> None:
+        """Before *items* are published: when one is a state change of a process whose
+        log paths supervisord may give and the table lacks (it was never asked: the
+        events queued before the start-up resync; or its group was added since), ask
+        it once (getAllProcessInfo(), for the paths only: the state stays the events').
+        No event carries them, and a message without them would blank them on
+        Velociraptor's dashboard. Here, off the event path, in the sink's own time."""
+        if self._rpc is not None and self._lacks_log_paths(items):
+            self.path_lookups += 1
+            self._fetch_truth()
+
+    def _lacks_log_paths(self, items: Sequence[Item]) -> bool:
+        for item in items:
+            if isinstance(item, GroupChange):
+                if item.added:
+                    self._added_groups.add(item.group)
+            elif item.group in self._added_groups or (not self._asked and self._table.paths(item.name) is None):
+                return True
+        return False
+
     # -- resync ----------------------------------------------------------------
 
     def _fetch_truth(self) -> Optional[List[ProcessInfo]]:
+        """supervisord's getAllProcessInfo(), whose log paths the table learns; None
+        when there is no RPC or it failed (asked again by the resync that follows)."""
         if self._rpc is None:
             return None
+        # Every group added before this call is in its answer (a PROCESS_GROUP_ADDED the
+        # sink takes after it only makes it ask once more).
+        self._asked = True
+        self._added_groups.clear()
         try:
             raw = self._rpc.get_all_process_info()
         except Exception as exc:
@@ -451,6 +484,7 @@ class RedisSink:
                 truth.append(normalize_info(entry))
             except (KeyError, TypeError, ValueError) as exc:
                 self._throttle.log("rpc-entry", logging.WARNING, "ignoring malformed process info %r: %s", entry, exc)
+        self._table.learn(truth)
         return truth
 
     def _read_stored(self) -> Dict[str, ProcessInfo]:

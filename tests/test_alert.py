@@ -301,12 +301,19 @@ def last_entry(client: Any) -> str:
     return str(client.xrevrange("proc_history", count=1)[0][0].decode())
 
 
+def judged_up_to_now(client: Any) -> None:
+    """Wait until the alerter has judged the fleet stream up to its last entry now, and told all it had to."""
+    after = last_entry(client)
+    wait_for(lambda: settled_alerter(client, after), 20, "the alerter to judge and tell everything")
+
+
 def test_a_crash_loop_is_one_notice_not_one_per_start(
     tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
 ) -> None:
     """Two loops: one that reaches RUNNING each time and exits 1.2 s after its start,
-    one that dies at once and goes through BACKOFF (STARTING and BACKOFF both count).
-    Each goes on well past its third start: still one notice each."""
+    one that dies at once and goes through BACKOFF. The first goes on well past its third
+    crash: still one notice. The second never ran: its retries are no crash loop (issue
+    25: supervisord's startretries end in FATAL, which the fatal rule tells)."""
     text = f"""
 notify: {{hook: "json://127.0.0.1:{receiver.port}/hook"}}
 group_window: 1s
@@ -329,15 +336,12 @@ rules:
 
         wait_for(looping, 40, "looper to start 5 times and backoffer 3 times")
         # Left looping: an open incident takes the next starts as evidence, never as news.
-        after = last_entry(client)
-        wait_for(lambda: settled_alerter(client, after), 20, "the alerter to judge and tell everything")
+        judged_up_to_now(client)
         seen = entered(client)
         assert seen["looper"].count("RUNNING") >= 4 and seen["looper"].count("EXITED") >= 4  # it lived a little
         assert "RUNNING" not in seen["backoffer"] and seen["backoffer"].count("BACKOFF") >= 2
-        assert sorted(receiver.titles()) == ["[raptor] backoff_loop: h1 backoffer", "[raptor] crash_loop: h1 looper"]
-        bodies = {b["title"]: b["message"] for b in receiver.bodies}
-        assert "looper: EXITED -> STARTING (3 starts)" in bodies["[raptor] crash_loop: h1 looper"]
-        assert "backoffer: BACKOFF -> STARTING (3 starts)" in bodies["[raptor] backoff_loop: h1 backoffer"]
+        assert receiver.titles() == ["[raptor] crash_loop: h1 looper"]
+        assert "looper: RUNNING -> EXITED (unexpected) (3 crashes in 60 s)" in receiver.bodies[0]["message"]
     finally:
         alerter.close()
 
@@ -503,3 +507,64 @@ def test_an_acl_without_delconsumer_still_alerts_and_other_targets_notices_wait_
     assert alerter.step() and alerter.leading
     assert [c["name"] for c in admin.xinfo_consumers("proc_history", "raptor-alert")] == [b"gone:1234"]
     assert [entry_id.decode() for entry_id, _ in admin.xrange(outbox)] == [recent]
+
+
+# Every process rule, as the README's example sets them (not_running's 5 minutes are
+# longer than these tests: it never speaks here).
+EVERY_PROCESS_RULE = """
+notify: {{hook: "json://127.0.0.1:{port}/hook"}}
+group_window: 1s
+remind_every: 0
+rules:
+  - kind: fatal
+  - kind: unexpected_exit
+  - kind: crash_loop{crash_loop}
+  - kind: not_running
+    after: 5m
+"""
+
+
+def test_a_program_that_never_starts_is_one_notice_fatal_not_a_crash_loop_too(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    """Issue 25, finding 2: with supervisord's default startretries (3), a program that
+    exits at once goes STARTING -> BACKOFF four times, then FATAL. That is one cause:
+    one notice, fatal (its retries were no crash loop: it never ran)."""
+    text = EVERY_PROCESS_RULE.format(port=receiver.port, crash_loop="")  # 5 starts in 10 minutes
+    program = ProgramSpec(commands={"broken": "sh -c 'exit 3'"}, options={"startretries": "3"})
+    alerter = Running(redis_server.url, text, "a1")
+    client = redis_server.client()
+    try:
+        sup = start_supervisord(["steady", "broken"], redis_server.url, hostname="h1", program=program)
+        wait_for(lambda: sup.truth()["broken"]["statename"] == "FATAL", 30, "broken to end FATAL")
+        wait_for(lambda: entered(client).get("broken", [])[-1:] == ["FATAL"], 10, "its FATAL in the history")
+        assert entered(client)["broken"].count("BACKOFF") == 4
+        judged_up_to_now(client)
+        assert receiver.titles() == ["[raptor] fatal: h1 broken"]
+        assert "broken: BACKOFF -> FATAL" in receiver.bodies[0]["message"]
+    finally:
+        alerter.close()
+
+
+def test_a_program_that_runs_2_s_and_dies_again_and_again_is_one_crash_loop_notice(
+    tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
+) -> None:
+    """Issue 25, finding 2: each run reaches RUNNING (startsecs 1) and exits 3 after
+    2 s; supervisord restarts it for ever. One crash-loop notice (at its third crash),
+    however long it goes on, and no fatal."""
+    text = EVERY_PROCESS_RULE.format(port=receiver.port, crash_loop="\n    starts: 3\n    within: 1m")
+    program = ProgramSpec(commands={"flapper": "sh -c 'sleep 2; exit 3'"})
+    alerter = Running(redis_server.url, text, "a1")
+    client = redis_server.client()
+    try:
+        start_supervisord(["steady", "flapper"], redis_server.url, hostname="h1", program=program)
+        wait_for(lambda: entered(client).get("flapper", []).count("EXITED") >= 5, 40, "flapper to exit 5 times")
+        judged_up_to_now(client)
+        seen = entered(client)["flapper"]
+        assert seen.count("RUNNING") >= 5 and "BACKOFF" not in seen and "FATAL" not in seen, seen
+        loops = [b for b in receiver.bodies if str(b["title"]).startswith("[raptor] crash_loop:")]
+        assert [b["title"] for b in loops] == ["[raptor] crash_loop: h1 flapper"], receiver.titles()
+        assert not [t for t in receiver.titles() if t.startswith("[raptor] fatal:")]
+        assert "flapper: RUNNING -> EXITED (unexpected)" in loops[0]["message"]
+    finally:
+        alerter.close()

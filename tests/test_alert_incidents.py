@@ -73,20 +73,25 @@ def test_restart_all_of_200_programs_opens_nothing() -> None:
     assert changes == [] and engine.open == {}
 
 
-def test_a_crash_loop_opens_at_the_nth_start_and_resolves_after_running_for_the_window() -> None:
+def run(at: float, exit_expected: Optional[bool] = False) -> Tuple[Transition, ...]:
+    """A start that reaches RUNNING and exits 5 s later."""
+    return t(at, "STARTING"), t(at + 1, "RUNNING"), t(at + 5, "EXITED", "api", "RUNNING", expected=exit_expected)
+
+
+def test_a_crash_loop_opens_at_the_nth_crash_and_resolves_after_running_for_the_window() -> None:
     engine = Engine([rule("crash_loop", starts=3, within=600.0)])
-    assert feed(engine, "web1", t(0, "STARTING"), t(10, "EXITED", expected=False), t(20, "STARTING")) == []
-    opened = feed(engine, "web1", t(30, "BACKOFF"))  # the third start in 10 minutes
+    assert feed(engine, "web1", *run(0), *run(10)) == []
+    opened = feed(engine, "web1", *run(20))  # the third crash in 10 minutes
     assert summary(opened) == [("opened", "crash_loop", "web1", "api")]
-    assert opened[0].incident.evidence == ["api: ? -> BACKOFF (3 starts)"]
+    assert opened[0].incident.evidence == ["api: RUNNING -> EXITED (unexpected) (3 crashes in 600 s)"]
     assert feed(engine, "web1", t(40, "STARTING"), t(41, "RUNNING")) == []  # the same incident
     assert summary(engine.tick(41 + 599)) == []
     assert summary(engine.tick(41 + 600)) == [("resolved", "crash_loop", "web1", "api")]
 
 
-def test_starts_spread_wider_than_the_window_are_no_loop() -> None:
+def test_crashes_spread_wider_than_the_window_are_no_loop() -> None:
     engine = Engine([rule("crash_loop", starts=3, within=600.0)])
-    assert feed(engine, "web1", t(0, "STARTING"), t(400, "STARTING"), t(800, "STARTING"), t(1200, "STARTING")) == []
+    assert feed(engine, "web1", *run(0), *run(400), *run(800), *run(1200)) == []
 
 
 def test_only_an_exit_supervisord_did_not_expect_is_an_unexpected_exit() -> None:
@@ -162,7 +167,8 @@ def test_the_state_saved_piecemeal_is_what_another_engine_goes_on_from() -> None
     rules = [rule("crash_loop", starts=3, within=600.0), rule("not_running", after=300.0), rule("fatal")]
     first = Engine(rules)
     feed(first, "web1", t(0, "RUNNING", program="quiet"))
-    feed(first, "web1", t(0, "STARTING"), t(10, "BACKOFF"), t(20, "FATAL"))
+    feed(first, "web1", *run(0), t(6, "STARTING"), t(7, "RUNNING"), t(10, "EXITED", expected=False))
+    feed(first, "web1", t(11, "STARTING"), t(12, "BACKOFF"), t(20, "FATAL"))
     procs, incidents = first.changed_records()
     assert json_keys(procs) == {'["web1", "api"]'}  # the quiet RUNNING process is not saved
     assert [k for k, v in incidents.items() if v] == ['["fatal", "web1", "api"]']
@@ -171,8 +177,8 @@ def test_the_state_saved_piecemeal_is_what_another_engine_goes_on_from() -> None
     second = Engine(rules)
     second.load({k: v for k, v in procs.items() if v}, {k: v for k, v in incidents.items() if v})
     assert set(second.open) == {("fatal", "web1", "api")}
-    # The starts carried over (the third makes a loop), and a state that should not last is timed.
-    assert summary(feed(second, "web1", t(30, "STARTING"))) == [("opened", "crash_loop", "web1", "api")]
+    # The crashes carried over (the third makes a loop), and a state that should not last is timed.
+    assert summary(feed(second, "web1", *run(25))) == [("opened", "crash_loop", "web1", "api")]
     assert summary(second.tick(30 + 300)) == [("opened", "not_running", "web1", "api")]
 
 
@@ -207,3 +213,27 @@ def test_discarded_counts_carry_over_a_takeover() -> None:
     second.load({}, {}, saved)
     assert second.hosts(host(7), 30) == []  # the same 7: not new growth
     assert summary(second.hosts(host(9), 45)) == [("opened", "discarded", "web1", "")]
+
+
+def test_a_program_that_cannot_start_is_one_incident_fatal_and_only_crashes_make_a_loop() -> None:
+    """Issue 25, finding 2. supervisord retries a start that never reaches RUNNING
+    startretries times, then gives up (FATAL): told once, by fatal, however many retries.
+    crash_loop counts runs that reached RUNNING and then exited unexpectedly: expected
+    exits (autorestart=true doing its job) and the failed retries between crashes do not
+    count, they are evidence of the loop once it is open."""
+    rules = [rule("fatal"), rule("unexpected_exit"), rule("crash_loop", starts=3, within=600.0)]
+    engine = Engine(rules)
+    retries: List[Transition] = []
+    for n in range(100):  # a startretries of 99: no crash loop, however long it tries
+        retries += [t(n * 5, "STARTING", "broken"), t(n * 5 + 1, "BACKOFF", "broken", "STARTING")]
+    assert feed(engine, "web1", *retries) == []
+    assert summary(feed(engine, "web1", t(600, "FATAL", "broken", "BACKOFF"))) == [
+        ("opened", "fatal", "web1", "broken")
+    ]
+    assert feed(engine, "web1", *[x for at in range(0, 100, 10) for x in run(at, exit_expected=True)]) == []
+    # Two crashes, each followed by failed retries, then a third crash: one loop.
+    feed(engine, "web2", *run(0), t(6, "STARTING"), t(6.5, "BACKOFF", "api", "STARTING"), *run(7), *run(20))
+    loop = engine.open[("crash_loop", "web2", "api")]
+    assert loop.evidence == ["api: RUNNING -> EXITED (unexpected) (3 crashes in 600 s)"]
+    assert summary(feed(engine, "web2", t(26, "STARTING"), t(27, "BACKOFF", "api", "STARTING"))) == []
+    assert loop.evidence[-1] == "api: STARTING -> BACKOFF"

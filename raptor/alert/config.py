@@ -27,7 +27,7 @@ from ..durations import EXAMPLES, parse_duration
 KINDS: Dict[str, Dict[str, Any]] = {
     "fatal": {},  # a process entered FATAL
     "unexpected_exit": {},  # EXITED that supervisord did not expect
-    "crash_loop": {"starts": 5, "within": "10m"},  # N starts (or BACKOFF) within M
+    "crash_loop": {"starts": 5, "within": "10m"},  # N crashes (RUNNING, then an unexpected exit) within M
     "stale": {"after": "120s"},  # a host's snapshot not refreshed for that long (2 x TICK_60)
     "duplicate": {},  # two names of one supervisord
     "discarded": {},  # the listener reports events discarded by supervisord
@@ -83,7 +83,7 @@ class Rule:
     match: Match
     notify: Tuple[str, ...]  # target names
     remind_every: float  # seconds; 0: no reminders
-    starts: int = 0  # crash_loop
+    starts: int = 0  # crash_loop: crashes (incidents.crashed) that make a loop
     within: float = 0.0  # crash_loop, seconds
     after: float = 0.0  # stale, not_running, seconds
     # fatal, unexpected_exit: RUNNING this long before the incident is resolved, so that a

@@ -10,7 +10,8 @@ Process rules read the fleet's transitions (:meth:`Engine.transition`):
   ``resolve_after`` s (or is removed).
 - ``unexpected_exit``: EXITED that supervisord did not expect; resolved the same way, so
   a process that dies again a little after each start stays one incident.
-- ``crash_loop``: ``starts`` starts (STARTING or BACKOFF) within ``within`` s; resolved
+- ``crash_loop``: ``starts`` crashes within ``within`` s, a crash being a run that reached
+  RUNNING and ended in an exit supervisord did not expect (see :func:`crashed`); resolved
   once it has stayed RUNNING for ``within`` s.
 - ``not_running``: out of RUNNING for ``after`` s in a state that means it should run
   (STARTING, BACKOFF, EXITED, FATAL, UNKNOWN: not STOPPED, which is someone's choice);
@@ -34,7 +35,23 @@ from ..consumer.history import Transition
 from .config import Rule
 
 SHOULD_RUN = frozenset({"STARTING", "BACKOFF", "EXITED", "FATAL", "UNKNOWN"})
+
 Key = Tuple[str, str, str]  # (rule name, host, program)
+
+
+def crashed(t: Transition) -> bool:
+    """Whether *t* is a crash, what ``crash_loop`` counts: a run that reached RUNNING ended
+    in an exit supervisord did not expect (EXITED only ever follows RUNNING).
+
+    Not the retries of a start that never reached RUNNING (STARTING -> BACKOFF): those are
+    supervisord's own, bounded by ``startretries``, and end in FATAL, which the ``fatal``
+    rule tells (and ``not_running`` while a long ``startretries`` lasts). Counted, they
+    made a program that cannot start two notices for one cause (a crash loop, then a FATAL
+    a second later), and the timing decided which one the operator read first. A run that
+    reached RUNNING resets supervisord's count, so crashes after it go on for ever unless
+    someone acts: that, and only that, is a crash loop. An expected exit (an ``exitcodes``
+    one, restarted by ``autorestart=true``) is a program doing its job."""
+    return t.to_state == "EXITED" and t.expected is not True
 
 
 @dataclass
@@ -69,7 +86,7 @@ class Change:
 class _Process:
     state: Optional[str] = None
     since: float = 0.0  # when it entered `state`
-    starts: Deque[float] = field(default_factory=deque)
+    crashes: Deque[float] = field(default_factory=deque)  # when it crashed (crashed()), oldest first
     app: Optional[str] = None
 
 
@@ -99,10 +116,10 @@ class Engine:
         proc = self._procs.setdefault((host, t.process), _Process())
         proc.app = app
         self._dirty_procs.add((host, t.process))
-        while proc.starts and proc.starts[0] < t.at - self._keep:
-            proc.starts.popleft()
-        if t.to_state in ("STARTING", "BACKOFF"):
-            proc.starts.append(t.at)
+        while proc.crashes and proc.crashes[0] < t.at - self._keep:
+            proc.crashes.popleft()
+        if crashed(t):
+            proc.crashes.append(t.at)
         if t.to_state != proc.state:
             proc.state, proc.since = t.to_state, t.at
         changes: List[Change] = []
@@ -119,10 +136,9 @@ class Engine:
         if t.to_state is None or (rule.kind == "not_running" and t.to_state in ("RUNNING", "STOPPED")):
             return self._resolve(key, t.at, line)
         if rule.kind == "crash_loop":
-            while proc.starts and proc.starts[0] < t.at - rule.within:
-                proc.starts.popleft()
-            if t.to_state in ("STARTING", "BACKOFF") and len(proc.starts) >= rule.starts:
-                return self._open(rule, host, t.process, t.at, f"{line} ({len(proc.starts)} starts)")
+            recent = sum(1 for at in proc.crashes if at >= t.at - rule.within)
+            if crashed(t) and recent >= rule.starts:
+                return self._open(rule, host, t.process, t.at, f"{line} ({recent} crashes in {rule.within:.0f} s)")
         opens = (rule.kind == "fatal" and t.to_state == "FATAL") or (
             rule.kind == "unexpected_exit" and t.to_state == "EXITED" and t.expected is False
         )
@@ -235,13 +251,13 @@ class Engine:
         return changes
 
     def _forget(self, now: float) -> None:
-        """Drop the processes nothing is watching any more (quiet, no recent start, no open
+        """Drop the processes nothing is watching any more (quiet, no recent crash, no open
         incident): the fleet's processes are not all kept for ever."""
         watched = {(k[1], k[2]) for k in self.open}
         for where, proc in list(self._procs.items()):
-            while proc.starts and proc.starts[0] < now - self._keep:
-                proc.starts.popleft()
-            if not proc.starts and proc.state not in SHOULD_RUN and where not in watched:
+            while proc.crashes and proc.crashes[0] < now - self._keep:
+                proc.crashes.popleft()
+            if not proc.crashes and proc.state not in SHOULD_RUN and where not in watched:
                 del self._procs[where]
                 self._dirty_procs.add(where)
 
@@ -272,14 +288,14 @@ class Engine:
     def changed_records(self) -> Tuple[Dict[str, Optional[str]], Dict[str, Optional[str]]]:
         """What changed since the last call, as (procs, incidents): field -> JSON, or None
         for a record to delete. A process is kept only while something about it matters
-        (starts in a crash-loop window, a state that should not last, an open incident)."""
+        (crashes in a crash-loop window, a state that should not last, an open incident)."""
         procs: Dict[str, Optional[str]] = {}
         watched = {(k[1], k[2]) for k in self.open} if self._dirty_procs else set()
         for host, process in self._dirty_procs:
             proc = self._procs.get((host, process))
             field_name = json.dumps([host, process])
-            matters = proc is not None and (proc.starts or proc.state in SHOULD_RUN or (host, process) in watched)
-            record = [proc.state, proc.since, list(proc.starts), proc.app] if matters and proc else None
+            matters = proc is not None and (proc.crashes or proc.state in SHOULD_RUN or (host, process) in watched)
+            record = [proc.state, proc.since, list(proc.crashes), proc.app] if matters and proc else None
             procs[field_name] = json.dumps(record) if record else None
         incidents: Dict[str, Optional[str]] = {}
         for key in self._dirty_incidents:
@@ -306,8 +322,8 @@ class Engine:
         self.open.clear()
         for field_name, value in procs.items():
             host, process = json.loads(field_name)
-            state, since, starts, app = json.loads(value)
-            self._procs[(host, process)] = _Process(state, since, deque(starts), app)
+            state, since, crashes, app = json.loads(value)
+            self._procs[(host, process)] = _Process(state, since, deque(crashes), app)
         for value in incidents.values():
             incident = Incident(**json.loads(value))
             self.open[incident.key] = incident

@@ -1,6 +1,7 @@
 # raptor. `make demo` shows it working on a local container fleet; `make test`
-# proves it. Both install what they need (Debian packages, a virtualenv, container
-# images) and skip what is already there.
+# proves it; `make check` is the quick tier to run after every change (DEVELOPING.md).
+# They install what they need (Debian packages, a virtualenv, container images) and
+# skip what is already there.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +22,7 @@ NGINX_DIR := build/nginx
 NGINX := $(NGINX_DIR)/usr/sbin/nginx
 FREE_PORT = $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-.PHONY: test venv lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history bench-web bench-alert screenshots nginx deps doctor images wheelhouse collection clean
+.PHONY: test check venv lint pytest pythons validate molecule demo-test demo demo-down bench bench-compare bench-history bench-web bench-alert screenshots nginx deps doctor images wheelhouse collection clean
 # Debian packages the tests and the demo need, each one named: redis-server for the
 # tests; podman, runc and debootstrap for the container fleet; the CNI dnsname plugin,
 # without which containers cannot resolve each other's names (podman 4 on Debian 12
@@ -66,6 +67,16 @@ nginx: $(NGINX)
 $(NGINX): scripts/nginx.sh
 	scripts/nginx.sh $(NGINX_DIR)
 	touch $@
+
+# After every change, in about two minutes (five from a fresh clone, the virtualenv
+# included): the linters, then the unit and in-process tests of the listener, the CLI,
+# the web hub and the alert engine. No container, nox, browser or molecule. Which tests:
+# the `check` tier of tests/conftest.py's TIERS table, chosen by measured duration (the
+# tier runs in about a minute; each real-parts module left out costs seconds to
+# minutes). One process, not xdist: the tier's in-process listener tests include timing
+# ones. `make pytest` runs every one of them again, so `make test` proves all of it.
+check: deps lint
+	pytest -q -m check --ignore=tests/test_demo.py
 
 pytest: deps $(BIN)/.installed nginx
 	pytest -q --ignore=tests/test_demo.py

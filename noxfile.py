@@ -1,7 +1,22 @@
-"""Unit and integration tests on every Python 3.9-3.13 this machine has.
+"""The tests that differ by interpreter, on the other Python 3.9-3.13 this machine has.
 
-`make test` runs the suite in its own virtualenv first; nox then repeats it on the
-other interpreters it finds (on PATH or under pyenv), skipping the one it runs on.
+The listener (raptor/publisher, with the name parsing, config and packaging it ships
+with) runs on the hosts' own Pythons, 3.9 to 3.13: its tests (the ``portable`` tier of
+tests/conftest.py) run here on each. The consumers (raptor/consumer, raptor/web,
+raptor/alert) run centrally on one Python: `make pytest` runs their tests once, in the
+.venv, with everything else.
+
+- ``oldest``: the portable tests, real supervisords included, on the oldest Python
+  found, with redis-py's floor (5.0): the listener's oldest host and oldest client
+  together. With no other interpreter, on this one. The consumers' in-process tests
+  against Redis (``redis_floor``) run here too: they share the range ``redis>=5.0``.
+- ``newest``: the portable tests, real supervisords included, on the newest Python
+  found, with the current redis-py.
+- ``between``: the interpreters in between (3.10, 3.12 beside a 3.11 .venv): the
+  portable tests that start no supervisord (unit and in-process), where a difference
+  of interpreter shows; the real processes on them would prove the same again.
+
+The .venv's own interpreter is left out: `make pytest` runs everything on it.
 """
 
 from __future__ import annotations
@@ -10,6 +25,7 @@ import glob
 import os
 import shutil
 import sys
+from typing import Dict, List, Tuple
 
 import nox
 
@@ -29,35 +45,62 @@ def _find(version: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+def _version(text: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 FOUND = {v: p for v in VERSIONS if v != RUNNING and (p := _find(v))}
 # nox looks interpreters up on PATH by name: put the ones found first.
 os.environ["PATH"] = os.pathsep.join([*(os.path.dirname(p) for p in FOUND.values()), os.environ["PATH"]])
 
+# The oldest of all (this one included: redis-py's floor runs somewhere, even on a
+# machine with a single Python), the newest other than this one, and the rest.
+OLDEST = min([RUNNING, *FOUND], key=_version)
+_OTHERS = sorted((v for v in FOUND if v != OLDEST), key=_version)
+NEWEST = [_OTHERS[-1]] if _OTHERS and _version(_OTHERS[-1]) > _version(RUNNING) else []
+BETWEEN = [v for v in _OTHERS if v not in NEWEST]
 
-# With no other interpreter (a plain Debian 12 has only its python3.11), each session
-# runs once without a virtualenv and says why it skips, instead of nox failing with
-# "No sessions found".
-NONE_FOUND = f"no Python 3.9-3.13 other than {RUNNING} on PATH or under pyenv: the .venv run is the only one"
-
-
-@nox.session(python=sorted(FOUND) or False)
-def tests(session: nox.Session) -> None:
-    if not FOUND:
-        session.skip(NONE_FOUND)
-    session.install(".[test]")
-    # The fleet-scale proofs (10 supervisords x 200 programs), the browser's tests and the
-    # alerter's minutes with real receivers do not depend on the listener's interpreter:
-    # `make pytest` runs them once.
-    session.run("pytest", "-q", "-m", "not fleet_scale and not browser and not alerter", *session.posargs)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
+# Each session's selection, read by scripts/test_ids.py too (the record in docs/test-ids.md).
+PORTABLE = "portable"
+PORTABLE_UNIT = "portable and not integration"
+REDIS_FLOOR = "redis==5.0.*"
+SESSIONS: Dict[str, Tuple[List[str], str, Tuple[str, ...]]] = {
+    # name: (pythons, -m expression, extra packages)
+    "oldest": ([OLDEST], f"{PORTABLE} or redis_floor", (REDIS_FLOOR,)),
+    "newest": (NEWEST, PORTABLE, ()),
+    "between": (BETWEEN, PORTABLE_UNIT, ()),
+}
 
 
-@nox.session(python=sorted(FOUND, key=_version)[:1] or [RUNNING])
-def oldest_redis(session: nox.Session) -> None:
-    """The floor of the dependency range: redis-py 5.0 on the oldest Python found
-    (on this one when it is the only one)."""
-    session.install(".[test]", "redis==5.0.*")
-    session.run("pytest", "-q", "-m", "not fleet_scale and not browser and not alerter", *session.posargs)
+def _run(session: nox.Session, name: str) -> None:
+    _, markers, extra = SESSIONS[name]
+    session.install(".[test]", *extra)
+    session.run("pytest", "-q", "-m", markers, *session.posargs)
+
+
+# A session with no interpreter to run on runs once without a virtualenv and says why
+# it skips, instead of nox failing with "No sessions found".
+def _none(what: str) -> str:
+    return f"{what}: none on PATH or under pyenv (the .venv run covers {RUNNING})"
+
+
+@nox.session(python=[OLDEST])
+def oldest(session: nox.Session) -> None:
+    """The portable tests on the oldest Python, with redis-py 5.0."""
+    _run(session, "oldest")
+
+
+@nox.session(python=NEWEST or False)
+def newest(session: nox.Session) -> None:
+    """The portable tests on the newest Python, with the current redis-py."""
+    if not NEWEST:
+        session.skip(_none("a Python newer than this one"))
+    _run(session, "newest")
+
+
+@nox.session(python=BETWEEN or False)
+def between(session: nox.Session) -> None:
+    """The portable unit and in-process tests on the Pythons in between."""
+    if not BETWEEN:
+        session.skip(_none("a Python between the oldest and the newest"))
+    _run(session, "between")

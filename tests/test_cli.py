@@ -281,3 +281,23 @@ def test_watch_counts_uptime_live() -> None:
     now = 1795525200.0 + 3725  # 2026-11-24T13:00:00Z + 1:02:05
     assert describe_live(proc, now) == "pid 7, uptime 1:02:05"
     assert describe_live({"statename": "STOPPED", "description": "Nov 24 01:00 PM"}, now) == "Nov 24 01:00 PM"
+
+
+def test_history_does_not_count_the_time_before_a_process_existed_as_not_running(
+    redis_server: RedisServer, start_supervisord: Supervisords
+) -> None:
+    """Issue 25, finding 3: `raptor history HOST PROGRAM --since 1h` a few seconds after
+    supervisord started its program: NOT RUNNING is its STARTING (startsecs 1), not the
+    hour before the program existed."""
+    sup = start_supervisord(velociraptor_names(1), redis_server.url, hostname="web6")
+    wait_for(sup.programs_running, 30, "the program to run")
+    client = redis_server.client()
+    wait_for(lambda: not snapshot_differences(client, "web6", sup), 10, "snapshot")
+    program = sup.programs[0]
+    history = raptor("history", "web6", program, "--since", "1h", "--redis-url", redis_server.url)
+    assert history.returncode == 0, history.stderr
+    summary = history.stdout.rstrip("\n").split("\n\n")[-1].splitlines()
+    assert summary[0].split() == ["PROCESS", "RESTARTS", "CRASHES", "NOT", "RUNNING", "STATE"]
+    (row,) = (line.split() for line in summary[1:])
+    assert row[0] == program and row[-1] == "RUNNING", row
+    assert row[3] in ("0:00:00", "0:00:01", "0:00:02"), f"NOT RUNNING {row[3]}: its STARTING second(s) only"

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from harness import RedisServer
 from raptor import keys
+from raptor.consumer import cli
 from raptor.consumer.cli import format_line, main
 from raptor.consumer.fleet import Fleet
 from raptor.consumer.history import Transition, analyze, process_label, report
@@ -52,7 +53,7 @@ WEB = [
     t(1801, "web", "EXITED", "STARTING"),  # restart 6
     t(1802, "web", "STARTING", "RUNNING", pid=13),
 ]
-# Stopped until its first start (not a restart), stopped again until the window's end.
+# First seen at its first start (not a restart; nothing known of it before), stopped again until the window's end.
 WORKER = [
     t(1300, "workers:worker_00", "STOPPED", "STARTING"),
     t(1301, "workers:worker_00", "STARTING", "RUNNING", pid=20),
@@ -88,8 +89,9 @@ def test_the_analysis_counts_exactly() -> None:
     assert got == {
         # down 1100-1104 (4 s), 1200-1501 (301 s), 1800-1802 (2 s)
         "web": (17, 6, 1, 3, 1, 5, 307.0, "RUNNING"),
-        # stopped 1000-1300, starting 1300-1301, stopped 1400-2000
-        "workers:worker_00": (4, 0, 0, 0, 0, 0, 901.0, "STOPPED"),
+        # unknown until 1300 (its first entry; nothing before the window), starting
+        # 1300-1301, stopped 1400-2000
+        "workers:worker_00": (4, 0, 0, 0, 0, 0, 601.0, "STOPPED"),
         # stopping and stopped 1600-1602, then gone
         "old": (3, 0, 0, 0, 0, 0, 2.0, None),
         # unknown until 1700, then exited until the end; expected unknown: no crash
@@ -107,7 +109,7 @@ def test_a_process_that_was_running_before_the_window_restarts_on_its_first_star
     assert (summary.restarts, summary.crashes, summary.not_running_s) == (1, 1, 2.0)
     first_start = [t(1100, "p", "STOPPED", "STARTING"), t(1101, "p", "STARTING", "RUNNING")]
     (summary,) = analyze(first_start, SINCE, UNTIL).values()
-    assert (summary.restarts, summary.crashes, summary.not_running_s) == (0, 0, 101.0)
+    assert (summary.restarts, summary.crashes, summary.not_running_s) == (0, 0, 1.0)  # unknown before 1100
     assert analyze([], SINCE, UNTIL) == {}
 
 
@@ -174,10 +176,9 @@ def test_history_prints_the_transitions_and_exact_figures(redis_server: RedisSer
     assert summary.splitlines()[0].split() == ["PROCESS", "RESTARTS", "CRASHES", "NOT", "RUNNING", "STATE"]
     by_process = {row[0]: row[1:] for row in (line.split() for line in summary.splitlines()[1:])}
     assert by_process["web"] == ["6", "5", "0:05:07", "RUNNING"]
-    # STOPPED from the window's start (24 h ago) to its first start (base + 300 s), the
-    # window's end being a fraction of a second after base + 1 h: 23:05:01 less that fraction
-    assert by_process["workers:worker_00"][:2] == ["0", "0"]
-    assert by_process["workers:worker_00"][2] in ("23:05:00", "23:05:01")
+    # Its first entry is its first start: nothing known before it, nothing counted; then
+    # STARTING for 1 s (RUNNING since).
+    assert by_process["workers:worker_00"] == ["0", "0", "0:00:01", "RUNNING"]
 
     code, out, _ = run("history", "web1", "web", "--json", "--redis-url", redis_server.url)
     assert code == 0
@@ -329,3 +330,76 @@ def test_tail_lines_and_watch_cells_are_escaped() -> None:
     assert "[bold]x[/bold]" in drawn  # shown as text, not read as markup
     assert "\x1b[2J" not in console.export_text(styles=True)
     assert "\\x1b[2J" in drawn
+
+
+# -- issue 25, finding 3: time not RUNNING counts from what the history knows -------------------
+
+
+def test_not_running_is_never_counted_before_the_first_thing_the_history_knows() -> None:
+    """A process first seen 3 s before the end of the window, RUNNING since: the STARTING
+    second only, not the window's 998 s before it (its first entry's from_state, STOPPED,
+    is what supervisord says of a process it has just created). What the history says
+    before the window (the process' last transition before it) is known, and counts."""
+    appeared = [t(1997, "p", "STOPPED", "STARTING"), t(1998, "p", "STARTING", "RUNNING", pid=1)]
+    (summary,) = analyze(appeared, SINCE, UNTIL).values()
+    assert (summary.not_running_s, summary.state) == (1.0, "RUNNING")
+    # Stopped by hand before the window: STOPPED from the window's start on.
+    stopped_before = t(500, "p", "STOPPING", "STOPPED")
+    summaries = analyze([*appeared, t(1999, "q", "STOPPED", "STARTING")], SINCE, UNTIL, {"p": stopped_before})
+    assert (summaries["p"].not_running_s, summaries["q"].not_running_s) == (998.0, 1.0)
+    # The one definition, for one process: raptor history, raptor web, the metrics, not_running.
+    from raptor.consumer import history  # noqa: PLC0415 (the function this finding adds)
+
+    assert history.time_not_running(appeared, SINCE, UNTIL) == 1.0
+    assert history.time_not_running(appeared, SINCE, UNTIL, stopped_before) == 998.0
+    # RUNNING before the window: nothing until it stops; the first entry's from_state
+    # does not override what was known (it agrees here anyway).
+    stops = [t(1500, "p", "RUNNING", "STOPPING"), t(1501, "p", "STOPPING", "STOPPED")]
+    assert history.time_not_running(stops, SINCE, UNTIL, t(400, "p", "STARTING", "RUNNING")) == 500.0
+    assert history.time_not_running(stops, SINCE, UNTIL) == 500.0
+    # Removed before the window: unknown again until it appears.
+    assert history.time_not_running(appeared, SINCE, UNTIL, t(600, "p", None, None)) == 1.0
+    # FATAL before the window and nothing since: the whole window.
+    assert history.time_not_running([], SINCE, UNTIL, t(10, "p", "BACKOFF", "FATAL")) == 1000.0
+    assert history.time_not_running([], SINCE, UNTIL) == 0.0
+    # A resync entry carries no from_state: the same rule.
+    assert history.time_not_running(RESYNCED, SINCE, UNTIL) == 300.0
+
+
+@pytest.mark.integration
+def test_history_counts_not_running_from_the_processes_last_transition_before_the_window(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """raptor history reads the host's history before the window for the state each
+    process of the window was in at its start, past other processes' entries; no further
+    back than EARLIER_LIMIT entries (beyond, unknown: not counted)."""
+    client = redis_server.client()
+    now = int(client.time()[0])
+    publisher = FakePublisher(client, "web1")
+
+    def at(name: str, to_state: str, ago: int, sequence: int = 0, pid: int = 0) -> None:
+        entry_id = f"{(now - ago) * 1000}-{sequence}"
+        publisher.transition(name, to_state, pid=pid, now=now - ago, entry_id=entry_id)
+
+    at("web", "STARTING", 10800)
+    at("web", "RUNNING", 10799, pid=1)
+    at("web", "STOPPING", 7200, pid=1)
+    at("web", "STOPPED", 7200, 1)  # stopped by hand, two hours ago
+    for n in range(2500):  # another process flapping since: more than two reads of entries back
+        at("db", ("STARTING", "RUNNING", "STOPPING", "STOPPED")[n % 4], 7000 - n, pid=n)
+    window = f"({(now - 4000) * 1000}-0"  # after db's entries (the last one 4501 s old), before web's start
+    at("web", "STARTING", 600)
+    at("web", "RUNNING", 598, pid=3)
+    at("new", "STARTING", 3)  # first seen 3 s ago
+    at("new", "RUNNING", 2, pid=4)
+    code, out, err = run("history", "web1", "--since", window, "--json", "--redis-url", redis_server.url)
+    assert (code, err) == (0, "")
+    figures = {p["process"]: (p["not_running_s"], p["state"]) for p in json.loads(out)["processes"]}
+    # web: STOPPED from the window's start (now - 4000) until RUNNING (now - 598).
+    assert figures == {"web": (3402.0, "RUNNING"), "new": (1.0, "RUNNING")}
+    for program, figure in (("web", 3402.0), ("new", 1.0)):
+        code, out, _ = run("history", "web1", program, "--since", window, "--json", "--redis-url", redis_server.url)
+        assert [p["not_running_s"] for p in json.loads(out)["processes"]] == [figure]
+    monkeypatch.setattr(cli, "EARLIER_LIMIT", 1000)  # web's STOPPED is 2,500 entries back
+    code, out, _ = run("history", "web1", "web", "--since", window, "--json", "--redis-url", redis_server.url)
+    assert [p["not_running_s"] for p in json.loads(out)["processes"]] == [2.0]  # its STARTING only

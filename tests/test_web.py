@@ -234,3 +234,16 @@ def test_redis_away_is_a_clear_503_and_the_server_lives_on(tmp_path: Path, redis
         private.start()
         wait_for(lambda: web.get("api/fleet")[0] == 200, 20, "the API to answer again")
         assert password not in web.log_text()
+
+
+def test_the_process_pages_time_not_running_is_the_clis_and_not_the_time_before_it_existed(
+    fleet: Supervisord, web: WebServer, redis_server: RedisServer
+) -> None:
+    """Issue 25, finding 3: the process page's figure (/api/history) is raptor history's,
+    one definition: for a program RUNNING since it appeared, its STARTING second(s), not
+    the 24 hours before it existed."""
+    api = web.json(f"api/history?host={HOST}&program=worker")
+    cli = json.loads(raptor("history", HOST, "worker", "--json", "--redis-url", redis_server.url).stdout)
+    (from_api,), (from_cli,) = api["processes"], cli["processes"]
+    assert from_api["state"] == from_cli["state"] == "RUNNING"
+    assert from_api["not_running_s"] == from_cli["not_running_s"] <= 2.0, (from_api, from_cli)

@@ -65,6 +65,13 @@ from .text import json_text, printable
 
 EXIT_OK, EXIT_DUPLICATES, EXIT_ERROR = 0, 1, 2
 EXIT_UNKNOWN_HOST = 1
+# `raptor history` reads the host's history back from a window's start for the state each
+# process of the window was in then: in slices going back, each EARLIER_GROWTH times longer
+# than the one before (the first EARLIER_FIRST_S), XRANGE only (the readers' ACL), and no
+# more than EARLIER_LIMIT entries (ten times a host's default retention): beyond, unknown.
+EARLIER_FIRST_S = 60.0
+EARLIER_GROWTH = 4
+EARLIER_LIMIT = 50_000
 
 
 @dataclass
@@ -348,7 +355,14 @@ def _when(epoch: float) -> str:
 
 
 def print_history(
-    host: str, program: Optional[str], transitions: Sequence[Transition], *, since: float, until: float, out: TextIO
+    host: str,
+    program: Optional[str],
+    transitions: Sequence[Transition],
+    *,
+    since: float,
+    until: float,
+    earlier: Mapping[str, Transition],
+    out: TextIO,
 ) -> None:
     what = f"{host} {program}" if program else host
     out.write(printable(f"{what}: {len(transitions)} transitions from {_when(since)} to {_when(until)} UTC") + "\n\n")
@@ -365,7 +379,7 @@ def print_history(
         rows.append([_when(t.at), t.process, change, str(t.pid or "-"), exit_status])
     _table(rows, out)
     out.write("\n")
-    summaries = analyze(transitions, since, until)
+    summaries = analyze(transitions, since, until, earlier)
     rows = [["PROCESS", "RESTARTS", "CRASHES", "NOT RUNNING", "STATE"]]
     for name in sorted(summaries):
         s = summaries[name]
@@ -375,10 +389,11 @@ def print_history(
 
 def history_report(
     client: redis.Redis, host: str, program: Optional[str], since: Tuple[str, Any]
-) -> Optional[Tuple[List[Transition], float, float]]:
+) -> Optional[Tuple[List[Transition], float, float, Dict[str, Transition]]]:
     """One host's transitions (of *program* only, when given) from *since* (a parsed
-    ``--since``) to now, with the window's two epochs; None for a host this Redis has
-    no trace of. ``raptor history`` and ``raptor web``'s ``/api/history``."""
+    ``--since``) to now, with the window's two epochs and, per process of the window, its
+    last transition before it (:func:`earlier_transitions`); None for a host this Redis
+    has no trace of. ``raptor history`` and ``raptor web``'s ``/api/history``."""
     key = keys.history_key(host)
     if not client.exists(key, keys.snapshot_key(host), keys.meta_key(host)):
         return None
@@ -389,7 +404,45 @@ def history_report(
     with collector_paused():
         reader = history_client(client, raw=program is not None)
         transitions = select(transitions_of(read_range(reader, key, start), program), program)
-    return transitions, start_epoch, until
+        earlier = earlier_transitions(reader, key, position, {t.process for t in transitions}, program)
+    return transitions, start_epoch, until, earlier
+
+
+def earlier_transitions(
+    reader: redis.Redis, key: str, position: str, processes: Iterable[str], program: Optional[str]
+) -> Dict[str, Transition]:
+    """Per process of *processes*, its last transition in the history *key* up to
+    *position* (a window's start): what says the state it was in then (the *earlier* of
+    :func:`~raptor.consumer.history.analyze`). Read in slices going back until each has
+    one, or the history's start, or EARLIER_LIMIT entries (a slice that would pass it is
+    left unread: what it holds stays unknown, never replaced by something older);
+    *reader* is the window's."""
+    wanted = set(processes)
+    found: Dict[str, Transition] = {}
+    first: List[Any] = list(reader.xrange(key, "-", position, count=1) or []) if wanted else []
+    if not first:
+        return found
+    first_ms = parse_id(_text(first[0][0]))[0]
+    high, span, budget = position, EARLIER_FIRST_S, EARLIER_LIMIT
+    while True:
+        low_ms = parse_id(high.lstrip("("))[0] - int(span * 1000)
+        low = f"{low_ms}-0" if low_ms > first_ms else "-"
+        entries = []
+        for entry in read_range(reader, key, low, end=high):
+            entries.append(entry)
+            if len(entries) > budget:
+                return found
+        for transition in reversed(transitions_of(entries, program)):
+            if transition.process in wanted:
+                found.setdefault(transition.process, transition)
+        budget -= len(entries)
+        if len(found) == len(wanted) or low == "-":
+            return found
+        high, span = "(" + low, span * EARLIER_GROWTH
+
+
+def _text(entry_id: Any) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
@@ -399,15 +452,16 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
         what = "no history, snapshot or meta record of it in this Redis"
         ctx.err.write(printable(f"raptor history: unknown host {host}: {what}") + "\n")
         return EXIT_UNKNOWN_HOST
-    transitions, since, until = found
+    transitions, since, until, earlier = found
     if args.json:
-        ctx.out.write(json_text(report(host, args.program, transitions, since, until), indent=2) + "\n")
+        document = report(host, args.program, transitions, since, until, earlier=earlier)
+        ctx.out.write(json_text(document, indent=2) + "\n")
         return EXIT_OK
     if not transitions:
         what = f"{host} {args.program}" if args.program else host
         ctx.out.write(printable(f"{what}: no transitions from {_when(since)} to {_when(until)} UTC") + "\n")
         return EXIT_OK
-    print_history(host, args.program, transitions, since=since, until=until, out=ctx.out)
+    print_history(host, args.program, transitions, since=since, until=until, earlier=earlier, out=ctx.out)
     return EXIT_OK
 
 

@@ -20,18 +20,23 @@ The definitions, per process, within the window ``[since, until]``:
   say, is not counted), every transition into BACKOFF (a start that failed), and every
   transition into FATAL (supervisord gave up). Counted separately too
   (``unexpected_exits``, ``backoffs``, ``fatals``); ``crashes`` is their sum.
-- **Not running**: the seconds of the window the process spent in a state other than
-  RUNNING. Each entry changes the state at its time (the message's ``now``, else the
-  entry id's time), clamped into the window and never before the process' previous
-  entry. Before the process' first entry in the window it was in that entry's
-  ``from_state``; where that is unknown (a resync entry carries none), and after the
-  process was removed (PROCESS_GROUP_REMOVED), no time is counted.
+- **Not running** (:func:`time_not_running`, the one definition): the seconds of the
+  window the process spent in a state other than RUNNING. Each entry changes the state
+  at its time (the message's ``now``, else the entry id's time), clamped into the window
+  and never before the process' previous entry. At the window's start the process was
+  in the state its last entry *before* the window left it in, when the history has one
+  (*earlier*). Without one, the time before its first entry in the window is unknown,
+  not downtime, and is not counted: that entry's ``from_state`` is no evidence (a
+  process supervisord has just created comes from STOPPED, and the window may open long
+  before it existed). After the process was removed (PROCESS_GROUP_REMOVED), no time is
+  counted either.
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 STARTED = frozenset({"STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL"})
@@ -121,8 +126,6 @@ class ProcessSummary:
     fatals: int = 0
     not_running_s: float = 0.0
     state: Optional[str] = None  # at the end of the window (None: removed, or unknown)
-    _started: bool = field(default=False, repr=False)
-    _since: float = field(default=0.0, repr=False)  # when `state` began (clamped)
 
     @property
     def crashes(self) -> int:
@@ -146,25 +149,74 @@ def _not_running(state: Optional[str]) -> bool:
     return state is not None and state != "RUNNING"
 
 
-def analyze(transitions: Iterable[Transition], since: float, until: float) -> Dict[str, ProcessSummary]:
+class NotRunning:
+    """The module's definition of not running, one transition at a time: the seconds of
+    ``[since, until]`` one process spent in a state other than RUNNING, from *before*, its
+    last entry before the window if the history has one (else its state is unknown until
+    its first entry in the window), and its entries in the window, in stream order, given
+    to :meth:`add`. :func:`time_not_running` is the same over a list."""
+
+    __slots__ = ("last", "state", "total", "until")
+
+    def __init__(self, since: float, until: float, before: Optional[Transition] = None) -> None:
+        self.state = before.to_state if before is not None else None  # None: unknown, or removed
+        self.last = since  # when `state` began (clamped into the window)
+        self.until = until
+        self.total = 0.0
+
+    def add(self, transition: Transition) -> None:
+        at = min(max(transition.at, self.last), self.until)
+        if _not_running(self.state):
+            self.total += at - self.last
+        self.last, self.state = at, transition.to_state
+
+    def seconds(self) -> float:
+        """The total, the time from the last entry to the window's end included."""
+        tail = max(0.0, self.until - self.last) if _not_running(self.state) else 0.0
+        return self.total + tail
+
+
+def time_not_running(
+    transitions: Iterable[Transition], since: float, until: float, before: Optional[Transition] = None
+) -> float:
+    """The seconds of ``[since, until]`` one process spent in a state other than RUNNING:
+    *transitions* are its entries in the window (stream order), *before* its last entry
+    before the window, if the history has one (the module's definition; :class:`NotRunning`)."""
+    clock = NotRunning(since, until, before)
+    for transition in transitions:
+        clock.add(transition)
+    return clock.seconds()
+
+
+@dataclass
+class _Counting:
+    summary: ProcessSummary
+    started: bool
+    not_running: NotRunning
+
+
+def analyze(
+    transitions: Iterable[Transition],
+    since: float,
+    until: float,
+    earlier: Mapping[str, Transition] = MappingProxyType({}),
+) -> Dict[str, ProcessSummary]:
     """Per process (by :func:`process_label`), in order of first appearance: restarts,
     crashes and seconds not RUNNING within ``[since, until]``. *transitions* in stream
-    order (the order of their ids)."""
-    summaries: Dict[str, ProcessSummary] = {}
+    order (the order of their ids); *earlier*: per process, its last entry before the
+    window, where the history has one (what it was at the window's start)."""
+    counting: Dict[str, _Counting] = {}
     for transition in transitions:
-        summary = summaries.get(transition.process)
-        if summary is None:
-            summary = summaries[transition.process] = ProcessSummary(transition.process)
-            summary.state = transition.from_state
-            summary._since = since
-            summary._started = transition.from_state in STARTED
-        at = min(max(transition.at, summary._since), until)
-        if _not_running(summary.state):
-            summary.not_running_s += at - summary._since
-        summary._since = at
+        process = transition.process
+        count = counting.get(process)
+        if count is None:
+            clock = NotRunning(since, until, earlier.get(process))
+            count = counting[process] = _Counting(ProcessSummary(process), transition.from_state in STARTED, clock)
+        summary = count.summary
+        count.not_running.add(transition)
         summary.transitions += 1
         to_state = transition.to_state
-        if to_state == "STARTING" and summary._started:
+        if to_state == "STARTING" and count.started:
             summary.restarts += 1
         if to_state == "EXITED" and transition.expected is False:
             summary.unexpected_exits += 1
@@ -173,13 +225,11 @@ def analyze(transitions: Iterable[Transition], since: float, until: float) -> Di
         elif to_state == "FATAL":
             summary.fatals += 1
         if to_state in STARTED:
-            summary._started = True
+            count.started = True
         summary.state = to_state
-    for summary in summaries.values():
-        if _not_running(summary.state):
-            summary.not_running_s += max(0.0, until - summary._since)
-        summary._since = until
-    return summaries
+    for count in counting.values():
+        count.summary.not_running_s = count.not_running.seconds()
+    return {process: count.summary for process, count in counting.items()}
 
 
 def restarts(summaries: Mapping[str, ProcessSummary]) -> int:
@@ -201,10 +251,17 @@ def clock(seconds: float) -> str:
 
 
 def report(
-    host: str, program: Optional[str], transitions: Sequence[Transition], since: float, until: float
+    host: str,
+    program: Optional[str],
+    transitions: Sequence[Transition],
+    since: float,
+    until: float,
+    *,
+    earlier: Mapping[str, Transition] = MappingProxyType({}),
 ) -> Dict[str, Any]:
-    """``raptor history --json``: the transitions and the per-process summaries."""
-    summaries = analyze(transitions, since, until)
+    """``raptor history --json``: the transitions and the per-process summaries (*earlier*:
+    :func:`analyze`'s)."""
+    summaries = analyze(transitions, since, until, earlier)
     return {
         "host": host,
         "program": program,

@@ -661,12 +661,14 @@ def _after(entry_id: Any) -> str:
     return "(" + (entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
 
 
-def read_range(client: redis.Redis, key: str, start: str, count: int = BATCH) -> Iterator[Tuple[str, Flat]]:
-    """The entries of *key* from *start* (inclusive) on, read in batches of *count*;
-    *client* is a :func:`history_client`."""
+def read_range(
+    client: redis.Redis, key: str, start: str, count: int = BATCH, end: str = "+"
+) -> Iterator[Tuple[str, Flat]]:
+    """The entries of *key* from *start* on (to *end*; both inclusive unless written
+    ``(ID``), read in batches of *count*; *client* is a :func:`history_client`."""
     low = start
     while True:
-        batch: List[Any] = list(client.xrange(key, low, "+", count=count) or [])
+        batch: List[Any] = list(client.xrange(key, low, end, count=count) or [])
         for entry_id, flat in batch:
             if flat is not None:
                 yield entry_id, flat

@@ -226,8 +226,8 @@ class Web:
             return self._unreachable(exc)
         if found is None:
             return _error(404, f"unknown host {host!r}: no history, snapshot or meta record of it in this Redis")
-        transitions, start, until = found
-        return _json(report(host, program, transitions, start, until))
+        transitions, start, until, earlier = found
+        return _json(report(host, program, transitions, start, until, earlier=earlier))
 
     async def healthz(self, request: Request) -> Response:
         try:

@@ -78,8 +78,21 @@ $(NGINX): scripts/nginx.sh
 check: deps lint
 	pytest -q -m check --ignore=tests/test_demo.py
 
+# Every test but the demo's, in two passes: most of them wait on real processes
+# (redis-server, supervisord) on free loopback ports, so they run PYTEST_WORKERS at a
+# time (pytest-xdist; a module sharing one scenario stays on one worker); then the
+# timing-sensitive ones (tier `serial`: convergence within 2 s, ack times, browsers, the
+# fleet-scale runs) alone, where a busy neighbour cannot slow them. Both passes run
+# whatever the first's result. The parallel pass's tmp_path is under a short
+# --basetemp: xdist's popen-gwN level took a supervisord's socket path past AF_UNIX's
+# 107 characters (it is kept after a failure, for its logs).
+PYTEST_WORKERS ?= 3
 pytest: deps $(BIN)/.installed nginx
-	pytest -q --ignore=tests/test_demo.py
+	tmp="$$(mktemp -d /tmp/rpt.XXXXXX)"; status=0; \
+	pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m 'not serial' --basetemp="$$tmp" --ignore=tests/test_demo.py \
+	  && rm -rf "$$tmp" || { status=$$?; echo "the parallel pass's tmp_path files: $$tmp"; }; \
+	pytest -q -m serial --ignore=tests/test_demo.py || status=$$?; \
+	exit $$status
 
 # What differs by interpreter, on the other Python 3.9-3.13 this machine has: the
 # listener's tests (tier `portable`) on each, its real supervisords on the oldest (with

@@ -106,8 +106,8 @@ def test_abi3_wheels_fit_every_later_cpython(tmp_path: Path) -> None:
 
 
 def test_a_later_specifier_sends_an_earlier_choice_back(tmp_path: Path) -> None:
-    """top needs a and b; b needs a<2: the newest a (2.0) chosen first is replaced by 1.0."""
-    wheel(tmp_path, "top-1.0-py3-none-any.whl", "a", "b")
+    """top needs b and a; b needs a<2: the newest a (2.0), chosen first, is replaced by 1.0."""
+    wheel(tmp_path, "top-1.0-py3-none-any.whl", "b", "a")
     wheel(tmp_path, "a-1.0-py3-none-any.whl")
     wheel(tmp_path, "a-2.0-py3-none-any.whl")
     wheel(tmp_path, "b-1.0-py3-none-any.whl", "a<2")
@@ -165,3 +165,52 @@ def test_a_run_with_nothing_changed_reads_no_wheel(
 def test_a_wheelhouse_that_is_not_a_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(wb.BundleError, match="is not a directory on the controller"):
         wb.bundle(str(tmp_path / "nowhere"), "app", "3.11", "x86_64", str(tmp_path / "cache"))
+
+
+def test_a_second_round_forgets_what_only_a_discarded_choice_required(tmp_path: Path) -> None:
+    """a 2.0 (chosen first) wants c<1; b wants a<2; a 1.0 wants c>=1: pip's answer is a 1.0, b, c 1.0."""
+    wheel(tmp_path, "top-1.0-py3-none-any.whl", "b", "a")
+    wheel(tmp_path, "a-2.0-py3-none-any.whl", "c<1")
+    wheel(tmp_path, "a-1.0-py3-none-any.whl", "c>=1")
+    wheel(tmp_path, "b-1.0-py3-none-any.whl", "a<2")
+    wheel(tmp_path, "c-0.5-py3-none-any.whl")
+    wheel(tmp_path, "c-1.0-py3-none-any.whl")
+    assert select(tmp_path, "top", "3.11") == [
+        "a-1.0-py3-none-any.whl",
+        "b-1.0-py3-none-any.whl",
+        "c-1.0-py3-none-any.whl",
+        "top-1.0-py3-none-any.whl",
+    ]
+
+
+def test_a_final_release_is_chosen_before_a_newer_pre_release(tmp_path: Path) -> None:
+    wheel(tmp_path, "a-1.0-py3-none-any.whl")
+    wheel(tmp_path, "a-2.0b1-py3-none-any.whl")
+    assert select(tmp_path, "a", "3.11") == ["a-1.0-py3-none-any.whl"]
+    assert select(tmp_path, "a>=2.0b1", "3.11") == ["a-2.0b1-py3-none-any.whl"]
+
+
+def test_a_file_that_is_not_a_wheel_is_named(tmp_path: Path) -> None:
+    (tmp_path / "junk.whl").write_bytes(b"not a zip")
+    with pytest.raises(wb.BundleError, match=r"junk\.whl is not a wheel's name"):
+        select(tmp_path, "a", "3.11")
+    (tmp_path / "junk.whl").unlink()
+    (tmp_path / "a-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    with pytest.raises(wb.BundleError, match=r"a-1\.0-py3-none-any\.whl cannot be read as a wheel"):
+        select(tmp_path, "a", "3.11")
+
+
+def test_a_cache_directory_others_may_write_is_refused(house: Path, tmp_path: Path) -> None:
+    """What the cache holds is installed as root on every host."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(wb.BundleError, match="no one else may write"):
+        wb.bundle(str(house), "app==1.0", "3.11", "x86_64", str(shared))
+
+
+def test_the_default_cache_is_the_users_own(house: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    made = wb.bundle(str(house), "app==1.0", "3.11", "x86_64")
+    assert Path(made["path"]).parent == tmp_path / "xdg" / "raptor-bundles"
+    assert (tmp_path / "xdg" / "raptor-bundles").stat().st_mode & 0o077 == 0

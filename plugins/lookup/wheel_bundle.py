@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -17,9 +18,9 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 # --python-version, because pip evaluates environment markers for the interpreter it runs
 # on, not the target's (exceptiongroup; python_version < "3.11" would go missing).
 from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 DOCUMENTATION = r"""
@@ -54,8 +55,8 @@ options:
     type: str
     required: true
   cache_dir:
-    description: Controller directory for the archives; the system temporary directory's
-      C(raptor-bundles-UID) when empty.
+    description: Controller directory for the archives, which must be this user's and writable by
+      no one else; C($XDG_CACHE_HOME/raptor-bundles) (C(~/.cache/raptor-bundles)) when empty.
     type: str
     default: ""
 """
@@ -133,7 +134,10 @@ class _Wheel:
     def __init__(self, path: str) -> None:
         self.path = path
         self.filename = os.path.basename(path)
-        name, version, _build, tags = parse_wheel_filename(self.filename)
+        try:
+            name, version, _build, tags = parse_wheel_filename(self.filename)
+        except InvalidWheelFilename as error:
+            raise BundleError(f"{path} is not a wheel's name: {error}") from error
         self.name = canonicalize_name(name)
         self.version = version
         self.tags = tags
@@ -145,14 +149,19 @@ class _Wheel:
     def metadata(self) -> Tuple[Optional[SpecifierSet], List[Requirement]]:
         """Its Requires-Python and Requires-Dist, read from the wheel's METADATA."""
         if self._metadata is None:
-            with zipfile.ZipFile(self.path) as archive:
-                name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
-                headers = HeaderParser().parsestr(archive.read(name).decode("utf-8"))
-            requires_python = headers.get("Requires-Python")
-            self._metadata = (
-                SpecifierSet(requires_python) if requires_python else None,
-                [Requirement(text) for text in headers.get_all("Requires-Dist") or []],
-            )
+            try:
+                with zipfile.ZipFile(self.path) as archive:
+                    names = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1]
+                    if len(names) != 1:
+                        raise BundleError(f"{self.path} holds {len(names)} .dist-info/METADATA, not one")
+                    headers = HeaderParser().parsestr(archive.read(names[0]).decode("utf-8"))
+                requires_python = headers.get("Requires-Python")
+                self._metadata = (
+                    SpecifierSet(requires_python) if requires_python else None,
+                    [Requirement(text) for text in headers.get_all("Requires-Dist") or []],
+                )
+            except (OSError, zipfile.BadZipFile, UnicodeDecodeError, InvalidRequirement, InvalidSpecifier) as error:
+                raise BundleError(f"{self.path} cannot be read as a wheel: {error}") from error
         return self._metadata
 
 
@@ -199,7 +208,10 @@ def select_wheels(paths: Iterable[str], requirement: str, python: str, machine: 
         expanded: Dict[str, FrozenSet[str]] = {}
         specifiers: Dict[str, SpecifierSet] = {}
         extras: Dict[str, Set[str]] = {}
-        stack = [Requirement(requirement)]
+        try:
+            stack = [Requirement(requirement)]
+        except InvalidRequirement as error:
+            raise BundleError(f"{requirement!r} is not a requirement: {error}") from error
         while stack:
             req = stack.pop()
             name = canonicalize_name(req.name)
@@ -219,14 +231,19 @@ def select_wheels(paths: Iterable[str], requirement: str, python: str, machine: 
             if expanded.get(name) != now:
                 expanded[name] = now
                 stack.extend(d for d in chosen[name].metadata()[1] if applies(d, now))
-        if all(specifiers[name].contains(wheel.version, prereleases=True) for name, wheel in chosen.items()):
+        broken = [n for n, w in chosen.items() if not specifiers[n].contains(w.version, prereleases=True)]
+        if not broken:
             return sorted(w.path for name, c in chosen.items() for w in by_name[name] if w.version == c.version)
-        known = specifiers
+        # Only what excluded a choice is carried to the next round: the specifiers that
+        # came from wheels no longer chosen must not narrow it.
+        for name in broken:
+            known[name] = known.get(name, SpecifierSet()) & specifiers[name]
     raise BundleError(f"the requirements of {requirement} did not settle on one version each")
 
 
 def _newest(wheels: List[_Wheel], specifier: SpecifierSet, python: Version) -> Optional[_Wheel]:
-    for wheel in sorted(wheels, key=lambda w: w.version, reverse=True):
+    # Final releases first, as pip chooses; a pre-release only when nothing else fits.
+    for wheel in sorted(wheels, key=lambda w: (not w.version.is_prerelease, w.version), reverse=True):
         if not specifier.contains(wheel.version, prereleases=True):
             continue
         requires_python = wheel.metadata()[0]
@@ -262,8 +279,17 @@ def write_archive(paths: List[str], directory: str) -> Tuple[str, str]:
 def bundle(wheelhouse: str, requirement: str, python: str, machine: str, cache_dir: str = "") -> Dict[str, Any]:
     if not os.path.isdir(wheelhouse):
         raise BundleError(f"the wheelhouse {wheelhouse} is not a directory on the controller")
-    directory = cache_dir or os.path.join(tempfile.gettempdir(), f"raptor-bundles-{os.getuid()}")
+    directory = cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "raptor-bundles"
+    )
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    # What is in it is installed as root on every host: another user must not be able to
+    # put an archive or an answer there.
+    owner = os.lstat(directory)
+    if not stat.S_ISDIR(owner.st_mode) or owner.st_uid != os.getuid() or owner.st_mode & 0o022:
+        raise BundleError(
+            f"the cache directory {directory} must be a directory of this user's that no one else may write"
+        )
     paths = sorted(os.path.join(wheelhouse, name) for name in os.listdir(wheelhouse) if name.endswith(".whl"))
     listing = [(os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
     key = hashlib.sha256(

@@ -2,7 +2,7 @@
 playbook again with nothing to change, for N = 1, 3 and 8, with this checkout's collection
 and a baseline commit's, side by side in one run.
 
-    .venv/bin/python -m bench.rollout [--baseline REF] [--sizes 1 3 8] [--out bench/results]
+    .venv/bin/python -m bench.rollout --baseline REF [--sizes 1 3 8] [--out bench/results]
 
 The hosts are podman containers of localhost/raptor-debian:12 (make images) with Debian's
 supervisor installed (an image made once, localhost/raptor-bench-supervisor:12) and
@@ -61,8 +61,9 @@ def run(argv: List[str], timeout: float, **kwargs: Any) -> subprocess.CompletedP
     except subprocess.TimeoutExpired as expired:
         raise SystemExit(f"bench.rollout: gave up after {timeout} s waiting for {' '.join(argv[:4])}") from expired
     if done.returncode != 0:
+        failures = "\n".join(line[:2000] for line in done.stdout.splitlines() if line.startswith(("fatal:", "failed:")))
         raise SystemExit(
-            f"bench.rollout: {' '.join(argv[:4])} failed ({done.returncode}):\n"
+            f"bench.rollout: {' '.join(argv[:4])} failed ({done.returncode}):\n{failures}\n"
             f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         )
     return done
@@ -240,7 +241,7 @@ def measure(sides: Dict[str, Path], sizes: List[int]) -> List[Dict[str, Any]]:
     return rows
 
 
-def report(rows: List[Dict[str, Any]], baseline: str, out: Path, seconds: float) -> None:
+def report(rows: List[Dict[str, Any]], baseline: str, out: Path, seconds: float, earlier: int = 0) -> None:
     sides = list(dict.fromkeys(r["side"] for r in rows))
     host = machine()
     lines = [
@@ -256,6 +257,15 @@ def report(rows: List[Dict[str, Any]], baseline: str, out: Path, seconds: float)
         "host (the most of any host), counted by a wrapper around podman; podman calls: every `podman exec` and "
         "`podman cp` into the host (a module call costs four or five: mkdir, copy, chmod, run, rm).",
         "",
+        *(
+            [
+                f"The first {earlier} rows are an earlier run's of the same command on the same machine "
+                "(`--rows-from`); the others, and the time above, this run's.",
+                "",
+            ]
+            if earlier
+            else []
+        ),
         "| hosts | side | first roll-out (s) | module calls (podman calls) per host | re-run (s) "
         "| module calls (podman calls) per host | changed on re-run |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -297,9 +307,16 @@ def report(rows: List[Dict[str, Any]], baseline: str, out: Path, seconds: float)
 
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", default="HEAD", help="git ref of the baseline collection (default HEAD)")
+    parser.add_argument(
+        "--baseline", required=True, help="git ref of the baseline collection, e.g. main before a change"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 3, 8])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--rows-from",
+        type=Path,
+        help="JSON lines of rows an earlier run printed (other sizes), reported with this run's",
+    )
     args = parser.parse_args(argv)
     if not (ROOT / "build" / "wheelhouse" / ".built").exists():
         raise SystemExit("bench.rollout: build/wheelhouse is missing: run make wheelhouse")
@@ -308,9 +325,10 @@ def main(argv: List[str]) -> int:
     start = time.monotonic()
     supervisor_image()
     sides = {"baseline": collection("baseline", baseline_tree(args.baseline)), "current": collection("current", ROOT)}
-    rows = measure(sides, args.sizes)
+    earlier = [json.loads(line) for line in args.rows_from.read_text().splitlines()] if args.rows_from else []
+    rows = earlier + measure(sides, args.sizes)
     args.out.mkdir(parents=True, exist_ok=True)
-    report(rows, args.baseline, args.out, time.monotonic() - start)
+    report(rows, args.baseline, args.out, time.monotonic() - start, len(earlier))
     print((args.out / "rollout.md").read_text(encoding="utf-8"))
     return 0
 

@@ -89,8 +89,11 @@ down() {
 progressing() {
   local idle="$1" total="$2" what="$3" log="$4" pid size last=-1 changed=$SECONDS started=$SECONDS why=""
   shift 4
-  "$@" >"$log" 2>&1 &
+  # Its own process group, so that a stop reaches ansible-playbook's workers too; an
+  # interrupted demo stops it as well.
+  setsid "$@" >"$log" 2>&1 &
   pid=$!
+  trap 'kill -- -"$pid" 2>/dev/null; exit 130' INT TERM
   while kill -0 "$pid" 2>/dev/null; do
     size=$(stat -c %s "$log" 2>/dev/null || echo 0)
     if [ "$size" != "$last" ]; then
@@ -103,19 +106,21 @@ progressing() {
       why="still running after $total s"
     fi
     if [ -n "$why" ]; then
-      kill "$pid" 2>/dev/null
+      kill -- -"$pid" 2>/dev/null
       wait "$pid" 2>/dev/null
+      trap - INT TERM
       echo "demo: gave up waiting for $what: $why; it was at: $(grep -E '^(TASK|PLAY|RUNNING HANDLER) ' "$log" | tail -n 1)" >&2
       return 124
     fi
     sleep 1
   done
+  trap - INT TERM
   wait "$pid"
 }
 
 playbook() {  # playbook [ansible-playbook options...]: its recap, or all its output if it fails
   local log="$STATE/ansible.log" code=0
-  progressing 300 1800 "ansible-playbook $(basename "$1")" "$log" ansible-playbook -i "$STATE/inventory.yml" "$@" || code=$?
+  progressing 300 600 "ansible-playbook $(basename "$1")" "$log" ansible-playbook -i "$STATE/inventory.yml" "$@" || code=$?
   if [ "$code" != 0 ]; then
     cat "$log" >&2
     return "$code"

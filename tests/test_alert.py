@@ -311,9 +311,9 @@ def test_a_crash_loop_is_one_notice_not_one_per_start(
     tmp_path: Path, redis_server: RedisServer, start_supervisord: Supervisords, receiver: HttpReceiver
 ) -> None:
     """Two loops: one that reaches RUNNING each time and exits 1.2 s after its start,
-    one that dies at once and goes through BACKOFF. The first goes on well past its third
-    crash: still one notice. The second never ran: its retries are no crash loop (issue
-    25: supervisord's startretries end in FATAL, which the fatal rule tells)."""
+    one that dies at once and goes through BACKOFF (startretries 100: it never ends in
+    FATAL). EXITED and BACKOFF both count, STARTING does not. Each goes on well past its
+    third: still one notice each."""
     text = f"""
 notify: {{hook: "json://127.0.0.1:{receiver.port}/hook"}}
 group_window: 1s
@@ -332,16 +332,18 @@ rules:
         def looping() -> bool:
             seen = entered(client)
             looper, backoffer = seen.get("looper", []), seen.get("backoffer", [])
-            return looper.count("STARTING") >= 5 and backoffer.count("STARTING") >= 3
+            return looper.count("STARTING") >= 5 and backoffer.count("BACKOFF") >= 4
 
-        wait_for(looping, 40, "looper to start 5 times and backoffer 3 times")
+        wait_for(looping, 40, "looper to start 5 times and backoffer to back off 4 times")
         # Left looping: an open incident takes the next starts as evidence, never as news.
         judged_up_to_now(client)
         seen = entered(client)
         assert seen["looper"].count("RUNNING") >= 4 and seen["looper"].count("EXITED") >= 4  # it lived a little
-        assert "RUNNING" not in seen["backoffer"] and seen["backoffer"].count("BACKOFF") >= 2
-        assert receiver.titles() == ["[raptor] crash_loop: h1 looper"]
-        assert "looper: RUNNING -> EXITED (unexpected) (3 crashes in 60 s)" in receiver.bodies[0]["message"]
+        assert "RUNNING" not in seen["backoffer"] and seen["backoffer"].count("BACKOFF") >= 4
+        assert sorted(receiver.titles()) == ["[raptor] backoff_loop: h1 backoffer", "[raptor] crash_loop: h1 looper"]
+        bodies = {b["title"]: b["message"] for b in receiver.bodies}
+        assert "looper: RUNNING -> EXITED (unexpected) (3 crashes in 60 s)" in bodies["[raptor] crash_loop: h1 looper"]
+        assert "backoffer: STARTING -> BACKOFF (3 crashes in 60 s)" in bodies["[raptor] backoff_loop: h1 backoffer"]
     finally:
         alerter.close()
 

@@ -167,8 +167,7 @@ def test_the_state_saved_piecemeal_is_what_another_engine_goes_on_from() -> None
     rules = [rule("crash_loop", starts=3, within=600.0), rule("not_running", after=300.0), rule("fatal")]
     first = Engine(rules)
     feed(first, "web1", t(0, "RUNNING", program="quiet"))
-    feed(first, "web1", *run(0), t(6, "STARTING"), t(7, "RUNNING"), t(10, "EXITED", expected=False))
-    feed(first, "web1", t(11, "STARTING"), t(12, "BACKOFF"), t(20, "FATAL"))
+    feed(first, "web1", *run(0), t(6, "STARTING"), t(7, "BACKOFF"), t(20, "FATAL"))
     procs, incidents = first.changed_records()
     assert json_keys(procs) == {'["web1", "api"]'}  # the quiet RUNNING process is not saved
     assert [k for k, v in incidents.items() if v] == ['["fatal", "web1", "api"]']
@@ -215,25 +214,65 @@ def test_discarded_counts_carry_over_a_takeover() -> None:
     assert summary(second.hosts(host(9), 45)) == [("opened", "discarded", "web1", "")]
 
 
-def test_a_program_that_cannot_start_is_one_incident_fatal_and_only_crashes_make_a_loop() -> None:
-    """Issue 25, finding 2. supervisord retries a start that never reaches RUNNING
-    startretries times, then gives up (FATAL): told once, by fatal, however many retries.
-    crash_loop counts runs that reached RUNNING and then exited unexpectedly: expected
-    exits (autorestart=true doing its job) and the failed retries between crashes do not
-    count, they are evidence of the loop once it is open."""
-    rules = [rule("fatal"), rule("unexpected_exit"), rule("crash_loop", starts=3, within=600.0)]
-    engine = Engine(rules)
+def test_a_program_that_cannot_start_is_one_incident_fatal() -> None:
+    """Issue 25, finding 2. With supervisord's default startretries (3), a program that
+    cannot start goes STARTING -> BACKOFF four times, then FATAL: one notice, fatal. Its
+    four BACKOFFs are under crash_loop's default 5 (a larger startretries is a loop:
+    test_a_long_starting_backoff_loop_is_a_crash_loop_at_the_nth_backoff_within_the_window)."""
+    engine = Engine([rule("fatal"), rule("unexpected_exit"), rule("crash_loop")])  # 5 in 10 minutes
     retries: List[Transition] = []
-    for n in range(100):  # a startretries of 99: no crash loop, however long it tries
+    for n in range(4):
         retries += [t(n * 5, "STARTING", "broken"), t(n * 5 + 1, "BACKOFF", "broken", "STARTING")]
     assert feed(engine, "web1", *retries) == []
-    assert summary(feed(engine, "web1", t(600, "FATAL", "broken", "BACKOFF"))) == [
-        ("opened", "fatal", "web1", "broken")
-    ]
-    assert feed(engine, "web1", *[x for at in range(0, 100, 10) for x in run(at, exit_expected=True)]) == []
-    # Two crashes, each followed by failed retries, then a third crash: one loop.
-    feed(engine, "web2", *run(0), t(6, "STARTING"), t(6.5, "BACKOFF", "api", "STARTING"), *run(7), *run(20))
-    loop = engine.open[("crash_loop", "web2", "api")]
-    assert loop.evidence == ["api: RUNNING -> EXITED (unexpected) (3 crashes in 600 s)"]
-    assert summary(feed(engine, "web2", t(26, "STARTING"), t(27, "BACKOFF", "api", "STARTING"))) == []
-    assert loop.evidence[-1] == "api: STARTING -> BACKOFF"
+    assert summary(feed(engine, "web1", t(20, "FATAL", "broken", "BACKOFF"))) == [("opened", "fatal", "web1", "broken")]
+
+
+def test_a_long_starting_backoff_loop_is_a_crash_loop_at_the_nth_backoff_within_the_window() -> None:
+    """Issue 25 (review): a program with a large startretries that never starts goes
+    STARTING <-> BACKOFF for hours. Each BACKOFF counts (a STARTING never does): the
+    loop opens at the N-th BACKOFF within M, once, however long it goes on. Four
+    BACKOFFs, all that supervisord's default startretries=3 makes, are no loop."""
+    engine = Engine([rule("crash_loop", starts=5, within=600.0)])
+
+    def retries(first: int, last: int, every: float = 10.0) -> List[Transition]:
+        return [x for n in range(first, last) for x in (t(n * every, "STARTING"), t(n * every + 1, "BACKOFF"))]
+
+    assert feed(engine, "web1", *retries(0, 4)) == []
+    opened = feed(engine, "web1", *retries(4, 5))
+    assert summary(opened) == [("opened", "crash_loop", "web1", "api")]
+    assert opened[0].incident.evidence == ["api: ? -> BACKOFF (5 crashes in 600 s)"]
+    assert feed(engine, "web1", *retries(5, 1000)) == []  # hours of it: the same incident
+    # BACKOFFs spread wider than the window are no loop.
+    assert feed(Engine([rule("crash_loop", starts=5, within=600.0)]), "web2", *retries(0, 20, every=200.0)) == []
+
+
+def test_an_autorestart_loop_of_expected_exits_is_a_crash_loop() -> None:
+    """Issue 25 (review): autorestart=true and a program that exits 0 after 2 s: supervisord
+    expects each exit and restarts it for ever. An endless restart is a loop: each EXITED
+    counts, expected or not (and it is no unexpected_exit)."""
+    engine = Engine([rule("crash_loop", starts=3, within=600.0), rule("unexpected_exit")])
+    assert feed(engine, "web1", *run(0, exit_expected=True), *run(10, exit_expected=True)) == []
+    opened = feed(engine, "web1", *run(20, exit_expected=True))
+    assert summary(opened) == [("opened", "crash_loop", "web1", "api")]
+    assert opened[0].incident.evidence == ["api: RUNNING -> EXITED (expected) (3 crashes in 600 s)"]
+    assert feed(engine, "web1", *[x for at in range(30, 3000, 10) for x in run(at, exit_expected=True)]) == []
+
+
+def test_not_running_fires_during_a_long_backoff_loop() -> None:
+    """Issue 25 (review): STARTING <-> BACKOFF for hours is not RUNNING for hours; the time
+    counts from when the process left RUNNING, not from its last change of state. A start
+    after a stop on purpose counts from that start."""
+    engine = Engine([rule("not_running", after=300.0)])
+    feed(engine, "web1", t(0, "RUNNING"), t(100, "EXITED", expected=False))
+    changes: List[Change] = []
+    for n in range(40):  # a retry every 10 s from 101 on
+        feed(engine, "web1", t(101 + n * 10, "STARTING"), t(102 + n * 10, "BACKOFF"))
+        changes += engine.tick(103 + n * 10)
+        if changes:
+            break
+    assert summary(changes) == [("opened", "not_running", "web1", "api")]
+    assert changes[0].at == 403.0  # the first tick 300 s after the EXITED
+    assert changes[0].incident.evidence == ["BACKOFF, not RUNNING for 303 s"]
+    feed(engine, "web1", t(500, "STOPPED", program="batch"), t(1000, "STARTING", program="batch"))
+    feed(engine, "web1", t(1001, "BACKOFF", program="batch"))
+    assert engine.tick(1299) == [] and summary(engine.tick(1300)) == [("opened", "not_running", "web1", "batch")]

@@ -27,7 +27,7 @@ from ..durations import EXAMPLES, parse_duration
 KINDS: Dict[str, Dict[str, Any]] = {
     "fatal": {},  # a process entered FATAL
     "unexpected_exit": {},  # EXITED that supervisord did not expect
-    "crash_loop": {"starts": 5, "within": "10m"},  # N crashes (RUNNING, then an unexpected exit) within M
+    "crash_loop": {"starts": 5, "within": "10m"},  # N crashes (BACKOFF or EXITED) within M
     "stale": {"after": "120s"},  # a host's snapshot not refreshed for that long (2 x TICK_60)
     "duplicate": {},  # two names of one supervisord
     "discarded": {},  # the listener reports events discarded by supervisord

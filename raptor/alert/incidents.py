@@ -10,12 +10,13 @@ Process rules read the fleet's transitions (:meth:`Engine.transition`):
   ``resolve_after`` s (or is removed).
 - ``unexpected_exit``: EXITED that supervisord did not expect; resolved the same way, so
   a process that dies again a little after each start stays one incident.
-- ``crash_loop``: ``starts`` crashes within ``within`` s, a crash being a run that reached
-  RUNNING and ended in an exit supervisord did not expect (see :func:`crashed`); resolved
-  once it has stayed RUNNING for ``within`` s.
+- ``crash_loop``: ``starts`` crashes within ``within`` s, a crash being any end of a run
+  that supervisord answers with another start: BACKOFF or EXITED (see :func:`crashed`);
+  resolved once it has stayed RUNNING for ``within`` s.
 - ``not_running``: out of RUNNING for ``after`` s in a state that means it should run
-  (STARTING, BACKOFF, EXITED, FATAL, UNKNOWN: not STOPPED, which is someone's choice);
-  resolved when RUNNING, STOPPED or removed.
+  (STARTING, BACKOFF, EXITED, FATAL, UNKNOWN: not STOPPED, which is someone's choice),
+  counted from when it left RUNNING (or was started after a stop), not from its last
+  change among those states; resolved when RUNNING, STOPPED or removed.
 
 Host rules read the fleet's state (:meth:`Engine.hosts`), as ``raptor status --json``
 gives it: ``stale`` (snapshot older than ``after`` s), ``duplicate`` (one supervisord under
@@ -40,18 +41,18 @@ Key = Tuple[str, str, str]  # (rule name, host, program)
 
 
 def crashed(t: Transition) -> bool:
-    """Whether *t* is a crash, what ``crash_loop`` counts: a run that reached RUNNING ended
-    in an exit supervisord did not expect (EXITED only ever follows RUNNING).
+    """Whether *t* is a crash, what ``crash_loop`` counts: BACKOFF (a start that died
+    before ``startsecs``) or EXITED (a run that reached RUNNING and ended), expected or
+    not. Never STARTING: that is supervisord's answer to a crash, not one more.
 
-    Not the retries of a start that never reached RUNNING (STARTING -> BACKOFF): those are
-    supervisord's own, bounded by ``startretries``, and end in FATAL, which the ``fatal``
-    rule tells (and ``not_running`` while a long ``startretries`` lasts). Counted, they
-    made a program that cannot start two notices for one cause (a crash loop, then a FATAL
-    a second later), and the timing decided which one the operator read first. A run that
-    reached RUNNING resets supervisord's count, so crashes after it go on for ever unless
-    someone acts: that, and only that, is a crash loop. An expected exit (an ``exitcodes``
-    one, restarted by ``autorestart=true``) is a program doing its job."""
-    return t.to_state == "EXITED" and t.expected is not True
+    An exit supervisord expected is counted too: with ``autorestart=true``, a program
+    that exits 0 after 2 s is restarted for ever, and an endless restart is a loop (the
+    ``unexpected_exit`` rule is the one that reads ``expected``). BACKOFF is counted so
+    that a program with a large ``startretries`` that never starts (STARTING <-> BACKOFF
+    for hours) is a loop. With supervisord's default ``startretries=3``, a program that
+    never starts makes 4 BACKOFFs, then FATAL: under the default 5, so it is one notice,
+    ``fatal``, not a crash loop too."""
+    return t.to_state in ("BACKOFF", "EXITED")
 
 
 @dataclass
@@ -85,7 +86,9 @@ class Change:
 @dataclass
 class _Process:
     state: Optional[str] = None
-    since: float = 0.0  # when it entered `state`
+    # When it entered `state`; kept while it moves among SHOULD_RUN states (STARTING,
+    # BACKOFF, EXITED...): not_running times how long it has not been RUNNING.
+    since: float = 0.0
     crashes: Deque[float] = field(default_factory=deque)  # when it crashed (crashed()), oldest first
     app: Optional[str] = None
 
@@ -121,7 +124,8 @@ class Engine:
         if crashed(t):
             proc.crashes.append(t.at)
         if t.to_state != proc.state:
-            proc.state, proc.since = t.to_state, t.at
+            still_down = proc.state in SHOULD_RUN and t.to_state in SHOULD_RUN
+            proc.state, proc.since = t.to_state, proc.since if still_down else t.at
         changes: List[Change] = []
         for rule in self.rules:
             if rule.match.matches(host, app, t.process):
@@ -232,7 +236,7 @@ class Engine:
                         and (rule.name, host, process) not in self.open
                         and rule.match.matches(host, proc.app, process)
                     ):
-                        line = f"{proc.state} for {now - proc.since:.0f} s"
+                        line = f"{proc.state}, not RUNNING for {now - proc.since:.0f} s"
                         changes += self._open(rule, host, process, now, line)
             settle = {"crash_loop": rule.within, "fatal": rule.resolve_after, "unexpected_exit": rule.resolve_after}
             if rule.kind in settle:  # resolved once the process has stayed RUNNING that long

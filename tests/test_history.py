@@ -403,3 +403,23 @@ def test_history_counts_not_running_from_the_processes_last_transition_before_th
     monkeypatch.setattr(cli, "EARLIER_LIMIT", 1000)  # web's STOPPED is 2,500 entries back
     code, out, _ = run("history", "web1", "web", "--since", window, "--json", "--redis-url", redis_server.url)
     assert [p["not_running_s"] for p in json.loads(out)["processes"]] == [2.0]  # its STARTING only
+
+
+def test_a_first_transition_from_a_down_state_counts_from_the_windows_start() -> None:
+    """Issue 25 (review of 10b884d): with no transition before the window (older history
+    trimmed by retention), the first one's from_state is evidence: FATAL, EXITED or
+    BACKOFF means down since the window's start. Only STOPPED (what supervisord says of a
+    process it has just created) or None (a resync) says nothing."""
+    from raptor.consumer import history  # noqa: PLC0415
+
+    for down in ("FATAL", "EXITED", "BACKOFF"):
+        started = [t(1500, "p", down, "STARTING"), t(1501, "p", "STARTING", "RUNNING", pid=1)]
+        assert history.time_not_running(started, SINCE, UNTIL) == 501.0, down
+        (summary,) = analyze(started, SINCE, UNTIL).values()
+        assert summary.not_running_s == 501.0, down
+    appeared = [t(1500, "p", "STOPPED", "STARTING"), t(1501, "p", "STARTING", "RUNNING", pid=1)]
+    assert history.time_not_running(appeared, SINCE, UNTIL) == 1.0
+    # What the history knows before the window wins over a from_state.
+    running_before = t(400, "p", "STARTING", "RUNNING")
+    fatal_first = [t(1500, "p", "FATAL", "STARTING"), t(1501, "p", "STARTING", "RUNNING", pid=1)]
+    assert history.time_not_running(fatal_first, SINCE, UNTIL, running_before) == 1.0

@@ -152,19 +152,28 @@ def _not_running(state: Optional[str]) -> bool:
 class NotRunning:
     """The module's definition of not running, one transition at a time: the seconds of
     ``[since, until]`` one process spent in a state other than RUNNING, from *before*, its
-    last entry before the window if the history has one (else its state is unknown until
-    its first entry in the window), and its entries in the window, in stream order, given
-    to :meth:`add`. :func:`time_not_running` is the same over a list."""
+    last entry before the window if the history has one (else from its first entry's
+    ``from_state``, unless that is STOPPED or None: a process supervisord has just created
+    comes from STOPPED, a resync says nothing, so its state is unknown until that entry),
+    and its entries in the window, in stream order, given to :meth:`add`.
+    :func:`time_not_running` is the same over a list."""
 
-    __slots__ = ("last", "state", "total", "until")
+    __slots__ = ("guess", "last", "state", "total", "until")
 
     def __init__(self, since: float, until: float, before: Optional[Transition] = None) -> None:
         self.state = before.to_state if before is not None else None  # None: unknown, or removed
+        self.guess = before is None  # the first entry's from_state may tell the state at `since`
         self.last = since  # when `state` began (clamped into the window)
         self.until = until
         self.total = 0.0
 
     def add(self, transition: Transition) -> None:
+        if self.guess:
+            # FATAL, EXITED, BACKOFF...: down since the window's start (older history
+            # trimmed by retention, or before the window).
+            self.guess = False
+            if transition.from_state != "STOPPED":
+                self.state = transition.from_state
         at = min(max(transition.at, self.last), self.until)
         if _not_running(self.state):
             self.total += at - self.last

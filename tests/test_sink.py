@@ -405,3 +405,50 @@ def test_events_carry_the_log_paths_supervisord_reports_from_the_first_one_on(
         assert paths()[4:] == [("a", None, None, None), ("a", "/l2", "/l2", "/e2")]  # PROCESS_GROUP_REMOVED, STARTING
     finally:
         sink.stop(2)
+
+
+class DownRedis(redis.Redis):
+    """Redis is down: every transaction fails (no connection is ever tried)."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+
+        def refused(raise_on_error: bool = True) -> Any:
+            raise redis.exceptions.ConnectionError("Connection refused (Redis down for the test)")
+
+        pipe.execute = refused
+        return pipe
+
+
+def unstarted_sink(rpc: StubRPC, outbox: Outbox) -> RedisSink:
+    """A sink whose batches the test publishes itself, as its loop would (the same list again after a failure)."""
+    config = ListenerConfig.from_env({"SUPERVISOR_ENABLED": "1", "REDIS_URL": "redis://127.0.0.1:1/0", "HOSTNAME": "h"})
+    return RedisSink(config, outbox, DownRedis.from_url(config.redis_url), rpc)  # type: ignore[arg-type]
+
+
+def test_a_batch_retried_through_a_redis_outage_asks_supervisord_for_log_paths_once(outbox: Outbox) -> None:
+    """Issue 25 (review of 5f4f74b): a batch holding a PROCESS_GROUP_ADDED is retried whole
+    while Redis is down; its group add must not make every retry a getAllProcessInfo()
+    (O(procs) per retry, for the whole outage). And a failed first call is asked again at
+    the next batch, not only at the next resync."""
+    rpc = StubRPC([info("g", "RUNNING", 5)])
+    sink = unstarted_sink(rpc, outbox)
+    batch: List[Any] = [
+        GroupChange("g", added=True, received=1000),
+        ProcessStateChange("g", "g", "STOPPED", "STARTING", 0, 1001),
+    ]
+    for _ in range(30):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            sink._publish(batch)
+    assert rpc.calls <= 1, rpc.calls
+
+    rpc = StubRPC(None)  # supervisord does not answer the first time
+    sink = unstarted_sink(rpc, outbox)
+    for at in (1000, 1001):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            sink._publish([ProcessStateChange("a", "a", "STOPPED", "STARTING", 0, at)])
+        rpc.infos = [info("a", "RUNNING", 5)]
+    assert rpc.calls == 2, "asked again at the next batch after a failed call"
+    with pytest.raises(redis.exceptions.ConnectionError):
+        sink._publish([ProcessStateChange("a", "a", "STARTING", "RUNNING", 5, 1002)])
+    assert rpc.calls == 2, "then not again: the paths are known"

@@ -141,6 +141,9 @@ class RedisSink:
         # process until it was first asked, then the groups added since it was last asked.
         self._asked = False
         self._added_groups: Set[str] = set()
+        # The batch last checked for them: a batch retried whole (Redis down) is not
+        # checked again, or its PROCESS_GROUP_ADDED would ask at every retry.
+        self._checked: Optional[List[Item]] = None
         self._backoff = EqualJitterBackoff(base=0.05, cap=RECONNECT_CAP)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raptor-redis-sink", daemon=True)
@@ -433,16 +436,20 @@ class RedisSink:
             self._schedule.settle()
         self._check_replies(replies)
 
-    def _learn_log_paths(self, items: Sequence[Item]) -> None:
+    def _learn_log_paths(self, items: List[Item]) -> None:
         """Before *items* are published: when one is a state change of a process whose
         log paths supervisord may give and the table lacks (it was never asked: the
         events queued before the start-up resync; or its group was added since), ask
         it once (getAllProcessInfo(), for the paths only: the state stays the events').
         No event carries them, and a message without them would blank them on
         Velociraptor's dashboard. Here, off the event path, in the sink's own time."""
-        if self._rpc is not None and self._lacks_log_paths(items):
+        if self._rpc is None or items is self._checked:
+            return
+        if self._lacks_log_paths(items):
             self.path_lookups += 1
-            self._fetch_truth()
+            if self._fetch_truth() is None:
+                return  # not answered: asked again at this batch's retry or the next batch
+        self._checked = items
 
     def _lacks_log_paths(self, items: Sequence[Item]) -> bool:
         for item in items:
@@ -460,10 +467,6 @@ class RedisSink:
         when there is no RPC or it failed (asked again by the resync that follows)."""
         if self._rpc is None:
             return None
-        # Every group added before this call is in its answer (a PROCESS_GROUP_ADDED the
-        # sink takes after it only makes it ask once more).
-        self._asked = True
-        self._added_groups.clear()
         try:
             raw = self._rpc.get_all_process_info()
         except Exception as exc:
@@ -478,6 +481,10 @@ class RedisSink:
             return None
         if self._throttle.clear("rpc"):
             log.warning("supervisord answers getAllProcessInfo() again")
+        # Every group added before this call is in its answer (a PROCESS_GROUP_ADDED the
+        # sink takes after it only makes it ask once more); a failed call changes nothing.
+        self._asked = True
+        self._added_groups.clear()
         truth = []
         for entry in raw:
             try:

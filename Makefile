@@ -68,8 +68,8 @@ $(NGINX): scripts/nginx.sh
 	scripts/nginx.sh $(NGINX_DIR)
 	touch $@
 
-# After every change, in about two minutes (five from a fresh clone, the virtualenv
-# included): the linters, then the unit and in-process tests of the listener, the CLI,
+# After every change, in about a minute (2.5 from a fresh clone, the virtualenv
+# included; the budget is 5): the linters, then the unit and in-process tests of the listener, the CLI,
 # the web hub and the alert engine. No container, nox, browser or molecule. Which tests:
 # the `check` tier of tests/conftest.py's TIERS table, chosen by measured duration (the
 # tier runs in about a minute; each real-parts module left out costs seconds to

@@ -24,12 +24,12 @@ PROC_PUBLISHER = BIN / "proc_publisher"
 # What a non-integration test reads besides raptor/ and tests/: the sdist must carry it.
 READ_BY_TESTS = [
     "plugins/filter/supervisor_env_value.py",
-    "plugins/lookup/wheel_bundle.py",
-    "roles/_common/tasks/install.yml",
-    "roles/_common/tasks/preflight.yml",
-    "roles/_common/vars/main.yml",
-    "roles/_common/vars/Debian.yml",
-    "roles/_common/vars/RedHat.yml",
+    "plugins/filter/wheel_bundle.py",
+    "roles/common/tasks/install.yml",
+    "roles/common/tasks/preflight.yml",
+    "roles/common/vars/main.yml",
+    "roles/common/vars/Debian.yml",
+    "roles/common/vars/RedHat.yml",
     "roles/proc_publisher/tasks/install.yml",
     "roles/proc_publisher/defaults/main.yml",
     "roles/proc_publisher/meta/argument_specs.yml",
@@ -187,4 +187,4 @@ def test_the_collection_tarball_is_collection_content_only(tmp_path: Path) -> No
     assert {"roles/proc_publisher/tasks/main.yml", "roles/raptor_web/tasks/main.yml"} <= set(names)
     # Galaxy finds a plugin's docs by its file name: one file per filter, named after it.
     filters = [name for name in names if name.startswith("plugins/filter/") and name.endswith(".py")]
-    assert filters == ["plugins/filter/supervisor_env_value.py"]
+    assert sorted(filters) == ["plugins/filter/supervisor_env_value.py", "plugins/filter/wheel_bundle.py"]

@@ -32,7 +32,7 @@ from raptor.web.auth import decide, is_loopback, read_token
 ROLES_DIR = Path(__file__).parents[1] / "roles"
 ROLES = ["proc_publisher", "raptor_web", "raptor_alert"]
 # The internal role the three share: their preflight and install, the OS families' vars.
-COMMON = "_common"
+COMMON = "common"
 ROLE = ROLES_DIR / "proc_publisher"
 WEB = ROLES_DIR / "raptor_web"
 ALERT = ROLES_DIR / "raptor_alert"

@@ -1,6 +1,6 @@
-"""The collection's wheel_bundle lookup: which wheels a host's Python gets, in one archive.
+"""The collection's wheel_bundle filter: which wheels a host's Python gets, in one archive.
 
-The wheels here are made by the test (a METADATA file in a zip is all the lookup reads);
+The wheels here are made by the test (a METADATA file in a zip is all the filter reads);
 the molecule scenario installs from real bundles of the real wheelhouse.
 """
 
@@ -16,11 +16,11 @@ from typing import List
 
 import pytest
 
-PLUGIN = Path(__file__).parents[1] / "plugins" / "lookup" / "wheel_bundle.py"
+PLUGIN = Path(__file__).parents[1] / "plugins" / "filter" / "wheel_bundle.py"
 
 
 def _plugin() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wheel_bundle_lookup", PLUGIN)
+    spec = importlib.util.spec_from_file_location("wheel_bundle_filter", PLUGIN)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,4 +1,4 @@
-"""Ansible lookup: the one archive of wheels a host's Python needs, made on the controller."""
+"""Ansible filter: the one archive of wheels a host's Python needs, made on the controller."""
 
 from __future__ import annotations
 
@@ -14,14 +14,20 @@ import zipfile
 from email.parser import HeaderParser
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
-# packaging ships with ansible-core. Hand-written on top of it rather than pip download
-# --python-version, because pip evaluates environment markers for the interpreter it runs
-# on, not the target's (exceptiongroup; python_version < "3.11" would go missing).
-from packaging.markers import default_environment
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+# packaging ships with ansible-core (a controller without it gets a clear error when the
+# filter runs). Hand-written on top of it rather than pip download --python-version,
+# because pip evaluates environment markers for the interpreter it runs on, not the
+# target's (exceptiongroup; python_version < "3.11" would go missing).
+try:
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.version import Version
+
+    MISSING = ""
+except ImportError as missing:  # pragma: no cover - ansible-core depends on packaging
+    MISSING = str(missing)
 
 DOCUMENTATION = r"""
 name: wheel_bundle
@@ -31,20 +37,24 @@ author: raptor developers
 description:
   - Reads a wheelhouse directory on the controller (wheels for several Pythons and several
     versions of a package, as C(pip download --python-version) leaves them) and picks the
-    wheels that install O(_terms[1]) on the given Python and machine, that is, the newest
-    version of each distribution whose tags, C(Requires-Python) and the specifiers of what requires it
-    fit, following C(Requires-Dist) with its environment markers evaluated for that Python.
-  - Writes them into one uncompressed tar archive whose bytes depend only on the wheels
-    (sorted names, no times, no owners), so the same wheels give the same checksum on every
-    run and a copy to the host happens only when something changed.
+    wheels that install O(requirement) on the given Python and machine, that is, the newest
+    version of each distribution whose tags, C(Requires-Python) and the specifiers of what
+    requires it fit, following C(Requires-Dist) with its environment markers evaluated for
+    that Python.
+  - Writes them into one uncompressed tar archive in O(cache_dir) whose bytes depend only on
+    the wheels (sorted names, no times, no owners), so the same wheels give the same checksum
+    on every run and a copy to the host happens only when something changed.
   - Fails, naming the distribution, when the wheelhouse lacks a wheel the requirement needs.
   - Remembers its answer in O(cache_dir), keyed by the wheelhouse's listing (names, sizes,
     modification times), so a run with nothing changed reads no wheel.
 options:
-  _terms:
-    description: The wheelhouse directory, then the requirement (such as V(raptor[web]==3.0.0)).
-    type: list
-    elements: str
+  _input:
+    description: The wheelhouse directory on the controller.
+    type: path
+    required: true
+  requirement:
+    description: The requirement, such as V(raptor[web]==3.0.0).
+    type: str
     required: true
   python:
     description: The host's Python version, V(3.11) or V(3.11.2).
@@ -57,7 +67,7 @@ options:
   cache_dir:
     description: Controller directory for the archives, which must be this user's and writable by
       no one else; C($XDG_CACHE_HOME/raptor-bundles) (C(~/.cache/raptor-bundles)) when empty.
-    type: str
+    type: path
     default: ""
 """
 
@@ -65,15 +75,14 @@ EXAMPLES = r"""
 - name: Choose the wheels this host's Python needs
   ansible.builtin.set_fact:
     bundle: >-
-      {{ lookup('velociraptor.raptor.wheel_bundle', '/srv/wheelhouse', 'raptor[web]==3.0.0',
-                python=ansible_facts['python_version'], machine=ansible_facts['architecture']) }}
+      {{ '/srv/wheelhouse' | velociraptor.raptor.wheel_bundle('raptor[web]==3.0.0',
+         python=ansible_facts['python_version'], machine=ansible_facts['architecture']) }}
 """
 
 RETURN = r"""
-_raw:
-  description: One dictionary.
-  type: list
-  elements: dict
+_value:
+  description: Where the archive is and what it holds.
+  type: dict
   contains:
     path:
       description: The archive on the controller.
@@ -88,11 +97,9 @@ _raw:
 """
 
 try:
-    from ansible.errors import AnsibleLookupError
-    from ansible.plugins.lookup import LookupBase
+    from ansible.errors import AnsibleFilterError
 except ImportError:  # the unit tests import the pure functions without Ansible
-    LookupBase = object  # type: ignore[assignment,misc]
-    AnsibleLookupError = ValueError  # type: ignore[assignment,misc]
+    AnsibleFilterError = ValueError  # type: ignore[assignment,misc]
 
 
 # What a wheel's platform tag may say to run on a glibc Linux of that machine: the host's
@@ -313,20 +320,16 @@ def bundle(wheelhouse: str, requirement: str, python: str, machine: str, cache_d
     return answer
 
 
-class LookupModule(LookupBase):  # type: ignore[misc,valid-type]
-    def run(self, terms: List[Any], variables: Any = None, **kwargs: Any) -> List[Dict[str, Any]]:
-        self.set_options(var_options=variables, direct=kwargs)
-        if len(terms) != 2:
-            raise AnsibleLookupError("wheel_bundle takes two terms: the wheelhouse directory and the requirement")
-        try:
-            return [
-                bundle(
-                    str(terms[0]),
-                    str(terms[1]),
-                    str(self.get_option("python")),
-                    str(self.get_option("machine")),
-                    str(self.get_option("cache_dir") or ""),
-                )
-            ]
-        except (BundleError, OSError, zipfile.BadZipFile) as error:
-            raise AnsibleLookupError(f"wheel_bundle: {error}") from error
+def wheel_bundle(wheelhouse: str, requirement: str, python: str, machine: str, cache_dir: str = "") -> Dict[str, Any]:
+    """The filter: bundle(), its errors as Ansible's."""
+    if MISSING:
+        raise AnsibleFilterError(f"wheel_bundle needs the packaging library on the controller: {MISSING}")
+    try:
+        return bundle(str(wheelhouse), str(requirement), str(python), str(machine), str(cache_dir or ""))
+    except (BundleError, OSError, zipfile.BadZipFile) as error:
+        raise AnsibleFilterError(f"wheel_bundle: {error}") from error
+
+
+class FilterModule:
+    def filters(self) -> Dict[str, Any]:
+        return {"wheel_bundle": wheel_bundle}
